@@ -1,0 +1,49 @@
+# fashionrec: `make run` (install, ingest the bundled data, evaluate, print the table) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data/online-retail
+BUILD ?= build
+NAME := $(notdir $(abspath $(DATA)))
+MODELS ?= popular,decay,repurchase
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench readme clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "fashionrec needs Python 3.11, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/fashionrec ingest $(DATA) --out $(BUILD)/$(NAME)/dataset
+	$(BIN)/fashionrec evaluate $(BUILD)/$(NAME)/dataset --split week --test-days 7 \
+		--models $(MODELS) --k 12 --json $(BUILD)/$(NAME)/results.json
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
+
+bench: install
+	$(BIN)/python benchmarks/metrics_bench.py
+
+# Regenerate the README results table from a fresh run on the bundled data (never typed by hand).
+readme: install
+	$(BIN)/fashionrec ingest data/online-retail --out $(BUILD)/online-retail/dataset
+	$(BIN)/fashionrec -q evaluate $(BUILD)/online-retail/dataset --split week --test-days 7 \
+		--models $(MODELS) --k 12 --json benchmarks/results/online_retail_week.json
+	$(BIN)/fashionrec -q evaluate $(BUILD)/online-retail/dataset --split week --test-days 7 \
+		--folds 4 --models $(MODELS) --k 12 --json benchmarks/results/online_retail_backtest.json
+	$(BIN)/python tools/readme_results.py README.md benchmarks/results/online_retail_week.json \
+		benchmarks/results/online_retail_backtest.json
+
+clean:
+	rm -rf $(BUILD) .pytest_cache

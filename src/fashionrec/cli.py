@@ -1,0 +1,282 @@
+"""The `fashionrec` command line: ingest, fit, recommend, score, evaluate, models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import polars as pl
+import typer
+
+from fashionrec import __version__
+from fashionrec.errors import ConfigError, FashionrecError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Recommender systems for fashion retail on the H&M data model.",
+)
+log = logging.getLogger("fashionrec")
+
+Params = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", help="Hyper-parameter as key=value (model.key=value in evaluate)."
+    ),
+]
+
+
+@app.callback()
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _value(text: str) -> Any:
+    """A parameter value: JSON (numbers, true/false, null) or else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(items: list[str] | None, models: list[str] | None = None) -> dict[str, dict]:
+    """`key=value` (one model) or `model.key=value` (several) into {model: {key: value}}."""
+    out: dict[str, dict] = {m: {} for m in models or []}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r}: expected key=value")
+        model, dot, name = key.rpartition(".")
+        if not dot:
+            if models is None or len(models) != 1:
+                raise ConfigError(f"--param {item!r}: name the model as model.{key}={value}")
+            model, name = models[0], key
+        if models is not None and model not in out:
+            raise ConfigError(f"--param {item!r}: {model!r} is not among the models evaluated")
+        out.setdefault(model, {})[name] = _value(value)
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+@app.command()
+def version() -> None:
+    """Print the fashionrec version."""
+    typer.echo(__version__)
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the registered models, their fallback for cold customers and their parameters."""
+    from fashionrec.models import registry
+
+    for name in registry.MODELS:
+        cls = registry.get(name)
+        params = ", ".join(f"{f.name}={f.default!r}" for f in fields(cls) if f.init)
+        doc = " ".join((cls.__doc__ or "").split())
+        typer.echo(f"{name}\n  {doc}\n  params: {params or '-'}\n  cold start: {cls.fallback}")
+
+
+@app.command()
+def ingest(
+    src_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Directory with transactions_train, articles, "
+            "customers (.csv, .csv.gz or .parquet)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")],
+    sep: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
+    strict: Annotated[bool, typer.Option(help="Fail on transactions of unknown articles.")] = False,
+    id_format: Annotated[
+        str, typer.Option(help="auto, hm (zero-pad numeric article ids to 10) or raw.")
+    ] = "auto",
+) -> None:
+    """Validate the H&M-schema tables in SRC_DIR and write a Dataset directory."""
+    from fashionrec.data.ingest import ingest as run
+
+    t0 = time.perf_counter()
+    m = run(src_dir, out, sep=sep, strict=strict, id_format=id_format)
+    typer.echo(
+        f"{out}: {m['rows']['transactions']:,} transactions, {m['n_customers']:,} customers, "
+        f"{m['n_articles']:,} articles, {m['date_range'][0]}..{m['date_range'][1]} "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+
+
+@app.command()
+def fit(
+    model: Annotated[str, typer.Argument(help="Model name (see `fashionrec models`).")],
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory from `ingest`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to write.")],
+    param: Params = None,
+) -> None:
+    """Fit MODEL on all transactions of DATASET and save it as an artifact."""
+    from fashionrec import artifacts
+    from fashionrec.data.dataset import Dataset
+    from fashionrec.models import registry
+
+    data = Dataset.load(dataset)
+    params = parse_params(param, [model])[model]
+    t0 = time.perf_counter()
+    fitted = registry.create(model, **params).fit(data)
+    fit_s = time.perf_counter() - t0
+    artifacts.save(fitted, out, dataset_hash=data.hash, extra={"fit_s": fit_s})
+    typer.echo(f"{out}: {model} fitted in {fit_s:.1f}s")
+
+
+@app.command()
+def recommend(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory from `fit`.")],
+    dataset: Annotated[Path, typer.Option(help="Dataset directory the model was fitted on.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Submission CSV to write.")],
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
+    exclude_seen: Annotated[bool, typer.Option(help="Never recommend a bought article.")] = False,
+) -> None:
+    """Write a Kaggle submission (customer_id,prediction) for every customer of DATASET."""
+    from fashionrec import artifacts
+    from fashionrec.data.dataset import Dataset
+
+    data = Dataset.load(dataset)
+    meta = artifacts.read_meta(artifact)
+    if meta.get("dataset_hash") and meta["dataset_hash"] != data.hash:
+        log.warning(
+            "%s was fitted on another dataset (%s, not %s)",
+            artifact,
+            meta["dataset_hash"],
+            data.hash,
+        )
+    model = artifacts.load(artifact)
+    users = np.arange(data.n_users, dtype=np.int32)
+    t0 = time.perf_counter()
+    recs = model.recommend(users, k, exclude_seen=exclude_seen)
+    article = data.articles["article_id"].to_numpy()
+    idx = np.where(recs.items >= 0, recs.items, 0)
+    words = np.where(recs.items >= 0, article[idx], "")
+    prediction = [" ".join(w for w in row if w) for row in words.tolist()]
+    frame = pl.DataFrame({"customer_id": data.customers["customer_id"], "prediction": prediction})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    frame.write_csv(tmp)
+    os.replace(tmp, out)
+    typer.echo(f"{out}: {len(users):,} customers x {k} ({time.perf_counter() - t0:.1f}s)")
+
+
+@app.command()
+def score(
+    file: Annotated[Path, typer.Argument(help="Submission CSV: customer_id,prediction.")],
+    dataset: Annotated[Path, typer.Option(help="Dataset directory with the test period.")],
+    split: Annotated[str, typer.Option(help="week, leave-last-out or time-fraction.")] = "week",
+    test_days: Annotated[int, typer.Option(min=1)] = 7,
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
+) -> None:
+    """Score a submission against the test period, over the customers who buy in it."""
+    from fashionrec.data.dataset import Dataset
+    from fashionrec.data.split import make_split
+    from fashionrec.evaluate import read_submission, score_recs, truth_of
+
+    data = Dataset.load(dataset)
+    sp_ = make_split(data, split, test_days=test_days)
+    users, _ = truth_of(sp_.test)
+    recs = read_submission(file, data, users, k)
+    result = score_recs(recs, sp_, k) | {"users": len(users), "test": sp_.label}
+    for key, value in result.items():
+        typer.echo(f"{key:>20}  {value:.6f}" if isinstance(value, float) else f"{key:>20}  {value}")
+    if json_out is not None:
+        _write_atomic(json_out, json.dumps(result, indent=2) + "\n")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory from `ingest`.")],
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popular,decay,"
+    "repurchase",
+    split: Annotated[str, typer.Option(help="week, leave-last-out or time-fraction.")] = "week",
+    test_days: Annotated[int, typer.Option(min=1, help="Test period of the week split.")] = 7,
+    folds: Annotated[int, typer.Option(min=1, help="Rolling backtest windows (week split).")] = 1,
+    fraction: Annotated[float, typer.Option(help="Train share of the time-fraction split.")] = 0.7,
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
+    exclude_seen: Annotated[bool, typer.Option(help="Never recommend a bought article.")] = False,
+    param: Params = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the table here.")] = None,
+) -> None:
+    """Fit and score models on a split; print a markdown table (mean ± 95% CI with --folds)."""
+    from fashionrec.data.dataset import Dataset
+    from fashionrec.data.split import make_split, rolling
+    from fashionrec.evaluate import evaluate as run
+    from fashionrec.evaluate import markdown_table, table_columns
+    from fashionrec.models import registry
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        registry.get(name)
+    params = parse_params(param, names)
+    data = Dataset.load(dataset)
+    if folds > 1 and split != "week":
+        raise ConfigError("--folds needs --split week")
+    splits = (
+        rolling(data, folds, test_days)
+        if folds > 1
+        else [make_split(data, split, test_days=test_days, fraction=fraction)]
+    )
+    rows = run([(n, params[n]) for n in names], splits, k, exclude_seen=exclude_seen)
+    table = markdown_table(rows, table_columns(k))
+    header = f"{dataset} · {splits[0].label}" + (f" · {folds} folds" if folds > 1 else "")
+    typer.echo(f"\n{header}\n\n{table}\n")
+    if json_out is not None:
+        _write_atomic(json_out, json.dumps(rows, indent=2) + "\n")
+    if markdown is not None:
+        _write_atomic(markdown, f"{header}\n\n{table}\n")
+
+
+def main() -> None:
+    """Entry point: user mistakes become one clear line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except FashionrecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: schema, ingest, Dataset and splits."""

@@ -1,0 +1,201 @@
+"""Dataset: the ingested tables with dense int32 indices, and the matrices models are fitted on.
+
+Models never see string ids: `IdMap` turns them into indices at the edges (CLI, API), and
+every split keeps the full id space so that indices mean the same thing in train and test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from fashionrec.errors import ConfigError, DataError
+
+TABLE_FILES = ("transactions.parquet", "articles.parquet", "customers.parquet", "manifest.json")
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """External string ids <-> dense indices 0..n-1 (the index is the position in `ids`)."""
+
+    ids: pl.Series
+
+    def __len__(self) -> int:
+        return self.ids.len()
+
+    def to_index(self, ids: list[str] | np.ndarray | pl.Series) -> np.ndarray:
+        """int32 indices for `ids`; -1 for an id we have never seen."""
+        query = pl.DataFrame({"id": pl.Series(ids, dtype=pl.String)})
+        table = pl.DataFrame({"id": self.ids, "idx": np.arange(len(self), dtype=np.int32)})
+        joined = query.join(table, on="id", how="left", maintain_order="left")
+        return joined["idx"].fill_null(-1).to_numpy().astype(np.int32)
+
+    def to_ids(self, index: np.ndarray) -> np.ndarray:
+        """String ids for indices (object array); -1 maps to None."""
+        index = np.asarray(index)
+        out = np.full(index.shape, None, dtype=object)
+        valid = index >= 0
+        out[valid] = self.ids.to_numpy()[index[valid]]
+        return out
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Transactions (t_dat, user, item, [price, sales_channel_id]) plus articles and customers.
+
+    `transactions` is sorted by t_dat with the input order kept within a day, so the last row of
+    a user is their last purchase.
+    """
+
+    transactions: pl.DataFrame
+    articles: pl.DataFrame
+    customers: pl.DataFrame
+    manifest: dict
+
+    # ---- loading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dataset:
+        """Read a directory written by `fashionrec ingest`."""
+        path = Path(path)
+        missing = [f for f in TABLE_FILES if not (path / f).exists()]
+        if missing:
+            raise ConfigError(
+                f"{path}: not a fashionrec dataset (missing {', '.join(missing)}); "
+                "create one with `fashionrec ingest SRC_DIR --out DATASET_DIR`"
+            )
+        manifest = json.loads((path / "manifest.json").read_text())
+        try:
+            return cls(
+                transactions=pl.read_parquet(path / "transactions.parquet"),
+                articles=pl.read_parquet(path / "articles.parquet"),
+                customers=pl.read_parquet(path / "customers.parquet"),
+                manifest=manifest,
+            )
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise DataError(f"cannot read the dataset ({exc})", file=path) from exc
+
+    # ---- sizes and ids ---------------------------------------------------------------------
+
+    @property
+    def n_users(self) -> int:
+        return self.customers.height
+
+    @property
+    def n_items(self) -> int:
+        return self.articles.height
+
+    @cached_property
+    def user_ids(self) -> IdMap:
+        return IdMap(self.customers["customer_id"])
+
+    @cached_property
+    def item_ids(self) -> IdMap:
+        return IdMap(self.articles["article_id"])
+
+    @property
+    def min_date(self) -> date:
+        return self.transactions["t_dat"].min()
+
+    @property
+    def max_date(self) -> date:
+        return self.transactions["t_dat"].max()
+
+    @property
+    def hash(self) -> str:
+        return str(self.manifest.get("dataset_hash", ""))
+
+    # ---- views -----------------------------------------------------------------------------
+
+    def with_transactions(self, transactions: pl.DataFrame) -> Dataset:
+        """The same catalogue and customers with other transactions (a split or window)."""
+        return replace(self, transactions=transactions)
+
+    def window(self, start: date | None = None, end: date | None = None) -> Dataset:
+        """Transactions with start <= t_dat < end (either bound optional)."""
+        cond = pl.lit(True)
+        if start is not None:
+            cond &= pl.col("t_dat") >= start
+        if end is not None:
+            cond &= pl.col("t_dat") < end
+        return self.with_transactions(self.transactions.filter(cond))
+
+    def last_days(self, days: int) -> Dataset:
+        """The last `days` days of transactions (relative to the newest date)."""
+        if self.transactions.is_empty():
+            return self
+        return self.window(start=self.max_date - timedelta(days=days - 1))
+
+    # ---- matrices ------------------------------------------------------------------------------
+
+    def age_days(self) -> np.ndarray:
+        """Age of each transaction in days before the newest date (0 = the last day)."""
+        if self.transactions.is_empty():
+            return np.zeros(0, dtype=np.float32)
+        ages = (pl.lit(self.max_date) - self.transactions["t_dat"]).dt.total_days()
+        return self.transactions.select(ages).to_series().to_numpy().astype(np.float32)
+
+    def user_items(self, *, half_life: float | None = None, binary: bool = False) -> sp.csr_matrix:
+        """(n_users, n_items) float32 CSR of purchase counts, or of 0.5**(age/half_life) weights.
+
+        Repeat purchases add up, so the value mixes frequency and (with a half-life) recency.
+        """
+        tx = self.transactions
+        weights = (
+            np.ones(tx.height, dtype=np.float32)
+            if half_life is None
+            else np.exp2(-self.age_days() / np.float32(half_life)).astype(np.float32)
+        )
+        mat = sp.csr_matrix(
+            (weights, (tx["user"].to_numpy(), tx["item"].to_numpy())),
+            shape=(self.n_users, self.n_items),
+            dtype=np.float32,
+        )
+        mat.sum_duplicates()
+        if binary:
+            mat.data[:] = 1.0
+        return mat
+
+    def item_popularity(self, *, half_life: float | None = None) -> np.ndarray:
+        """(n_items,) float64 purchase counts (or time-decayed counts)."""
+        tx = self.transactions
+        weights = None if half_life is None else np.exp2(-self.age_days() / half_life)
+        return np.bincount(tx["item"].to_numpy(), weights=weights, minlength=self.n_items).astype(
+            np.float64
+        )
+
+    def item_user_share(self) -> np.ndarray:
+        """(n_items,) share of buying customers who bought each item (for novelty)."""
+        pairs = self.transactions.select("user", "item").unique()
+        n_buyers = max(pairs["user"].n_unique(), 1)
+        return np.bincount(pairs["item"].to_numpy(), minlength=self.n_items) / n_buyers
+
+    def sequences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-user time-ordered purchases as CSR-style (indptr (n_users+1,), items, days).
+
+        `days` are days since 1970-01-01 (int32), so callers can window or weight by recency.
+        """
+        tx = self.transactions.with_row_index("_pos").sort(["user", "_pos"])
+        users = tx["user"].to_numpy()
+        indptr = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=self.n_users), out=indptr[1:])
+        days = tx["t_dat"].cast(pl.Int32).to_numpy()
+        return indptr, tx["item"].to_numpy().astype(np.int32), days
+
+    def last_purchase(self) -> np.ndarray:
+        """(n_users,) date of each user's last purchase as days since epoch; -1 if none."""
+        out = np.full(self.n_users, -1, dtype=np.int32)
+        last = self.transactions.group_by("user").agg(pl.col("t_dat").max().cast(pl.Int32))
+        out[last["user"].to_numpy()] = last["t_dat"].to_numpy()
+        return out
+
+    def buyers(self) -> np.ndarray:
+        """Sorted indices of users with at least one transaction."""
+        return np.unique(self.transactions["user"].to_numpy()).astype(np.int32)

@@ -1,0 +1,1 @@
+"""Recommender models; `fashionrec.models.registry` maps their names to classes."""

@@ -1,0 +1,109 @@
+"""The contract every registered model must pass (ARCHITECTURE.md, 'The model contract')."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionrec import artifacts
+from fashionrec.data.dataset import Dataset
+from fashionrec.models import registry
+from fashionrec.models.base import Recommender
+
+# For each model: (customer, the article that must be its top recommendation) on the known-answer
+# store of conftest.known_answer_rows. A new model must add its entry here.
+KNOWN_TOP = {
+    "popular": ("u5", "A1"),
+    "decay": ("u5", "A1"),
+    "repurchase": ("u0", "A4"),
+}
+# Parameters that make a model quick on the tiny fixtures (defaults otherwise).
+FAST: dict[str, dict] = {}
+MODELS = sorted(registry.MODELS)
+
+
+def fitted(name: str, data: Dataset) -> Recommender:
+    return registry.create(name, **FAST.get(name, {})).fit(data)
+
+
+def test_every_model_has_a_known_answer() -> None:
+    assert set(KNOWN_TOP) == set(registry.MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_shapes_dtypes_and_no_duplicates(name: str, random_dataset: Dataset) -> None:
+    model = fitted(name, random_dataset)
+    assert isinstance(model, Recommender)
+    users = np.arange(random_dataset.n_users)
+    for k in (1, 12, 50):  # 50 > 40 articles: rows must pad with -1
+        recs = model.recommend(users, k)
+        assert recs.items.shape == recs.scores.shape == (len(users), k)
+        assert recs.items.dtype == np.int32 and recs.scores.dtype == np.float32
+        assert recs.items.min() >= -1 and recs.items.max() < random_dataset.n_items
+        for row, scores in zip(recs.items, recs.scores, strict=True):
+            valid = row[row >= 0]
+            assert len(set(valid.tolist())) == len(valid), "duplicate item in a row"
+            assert (row[: len(valid)] >= 0).all(), "-1 padding only at the end"
+            assert np.all(np.diff(scores[: len(valid)]) <= 1e-6), "scores must descend"
+        assert (recs.items[:, 0] >= 0).all(), "every user gets at least one item"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_exclude_seen(name: str, random_dataset: Dataset) -> None:
+    model = fitted(name, random_dataset)
+    users = np.arange(random_dataset.n_users)
+    recs = model.recommend(users, 10, exclude_seen=True)
+    seen = random_dataset.user_items(binary=True)
+    n_sold = len(np.unique(random_dataset.transactions["item"]))
+    for u, row in zip(users, recs.items, strict=True):
+        bought = set(seen[u].indices.tolist())
+        assert not bought & set(row[row >= 0].tolist()), f"user {u} got a bought article"
+        # at least every sold article that the user has not bought is a candidate
+        assert (row >= 0).sum() >= min(10, n_sold - len(bought))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unknown_and_cold_users_get_the_fallback(name: str, random_dataset: Dataset) -> None:
+    model = fitted(name, random_dataset)
+    cold = [
+        u for u in range(random_dataset.n_users) if u not in set(random_dataset.buyers().tolist())
+    ]
+    assert cold, "the fixture has customers without purchases"
+    recs = model.recommend(np.array([-1, cold[0]]), 12)
+    assert (recs.items >= 0).all()
+    np.testing.assert_array_equal(recs.items[0], recs.items[1])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_deterministic(name: str, random_dataset: Dataset) -> None:
+    users = np.arange(random_dataset.n_users)
+    a = fitted(name, random_dataset).recommend(users, 12)
+    b = fitted(name, random_dataset).recommend(users, 12)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip(name: str, random_dataset: Dataset, tmp_path: Path) -> None:
+    model = fitted(name, random_dataset)
+    artifacts.save(model, tmp_path / name, dataset_hash=random_dataset.hash)
+    loaded = artifacts.load(tmp_path / name)
+    assert type(loaded) is type(model)
+    users = np.arange(-1, random_dataset.n_users)
+    for exclude_seen in (False, True):
+        a = model.recommend(users, 12, exclude_seen=exclude_seen)
+        b = loaded.recommend(users, 12, exclude_seen=exclude_seen)
+        np.testing.assert_array_equal(a.items, b.items)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    assert not list((tmp_path / name).glob("*.pkl"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_known_answer(name: str, known_dataset: Dataset) -> None:
+    customer, article = KNOWN_TOP[name]
+    model = fitted(name, known_dataset)
+    user = known_dataset.user_ids.to_index([customer])
+    top = model.recommend(user, 3).items[0, 0]
+    assert known_dataset.item_ids.to_ids(np.array([top]))[0] == article

@@ -1,0 +1,106 @@
+"""Dataset matrices and id maps, and the splits, on tiny data with known answers."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionrec.data import split
+from fashionrec.data.dataset import Dataset
+from fashionrec.data.ingest import ingest
+from fashionrec.errors import ConfigError
+
+from .conftest import write_tables
+
+ROWS = [
+    ("2024-01-01", "a", "X"),
+    ("2024-01-01", "b", "Y"),
+    ("2024-01-03", "a", "Y"),
+    ("2024-01-05", "a", "X"),
+    ("2024-01-08", "b", "Z"),
+    ("2024-01-09", "c", "X"),
+    ("2024-01-10", "a", "Z"),
+]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Dataset:
+    write_tables(tmp_path / "src", ROWS, ["X", "Y", "Z", "W"])
+    ingest(tmp_path / "src", tmp_path / "ds")
+    return Dataset.load(tmp_path / "ds")
+
+
+def test_id_maps(data: Dataset) -> None:
+    assert data.item_ids.to_index(["Z", "nope", "X"]).tolist() == [2, -1, 0]
+    assert data.user_ids.to_ids(np.array([2, -1])).tolist() == ["c", None]
+    assert (data.n_users, data.n_items) == (3, 4)
+
+
+def test_user_items_counts_and_decay(data: Dataset) -> None:
+    counts = data.user_items().toarray()
+    assert counts[0].tolist() == [2, 1, 1, 0]  # a: X twice, Y, Z
+    decayed = data.user_items(half_life=1.0).toarray()
+    # a bought Z on the newest day (weight 1), X 5 and 9 days before (2**-5 + 2**-9)
+    assert decayed[0, 2] == pytest.approx(1.0)
+    assert decayed[0, 0] == pytest.approx(2**-5 + 2**-9)
+    assert data.user_items(binary=True).toarray()[0].tolist() == [1, 1, 1, 0]
+
+
+def test_sequences_and_last_purchase(data: Dataset) -> None:
+    indptr, items, days = data.sequences()
+    assert indptr.tolist() == [0, 4, 6, 7]
+    assert items[indptr[0] : indptr[1]].tolist() == [0, 1, 0, 2]  # a: X Y X Z in time order
+    assert np.all(np.diff(days[0:4]) >= 0)
+    last = data.last_purchase()
+    assert last[1] == (date(2024, 1, 8) - date(1970, 1, 1)).days
+
+
+def test_popularity_and_user_share(data: Dataset) -> None:
+    assert data.item_popularity().tolist() == [3, 2, 2, 0]
+    # X bought by a and c out of 3 buyers
+    assert data.item_user_share()[0] == pytest.approx(2 / 3)
+
+
+def test_week_split(data: Dataset) -> None:
+    s = split.week(data, test_days=3)  # test 2024-01-08..10
+    assert s.test.transactions["t_dat"].min() == date(2024, 1, 8)
+    assert s.train.transactions.height == 4 and s.test.transactions.height == 3
+    assert s.train.n_items == data.n_items  # same id space
+    s2 = split.week(data, test_days=3, offset_days=3)  # test 2024-01-05..07
+    assert s2.test.transactions.height == 1 and s2.train.transactions.height == 3
+
+
+def test_rolling_windows_do_not_overlap(data: Dataset) -> None:
+    folds = split.rolling(data, folds=2, test_days=3)
+    assert [f.test.transactions["t_dat"].max() for f in folds] == [
+        date(2024, 1, 10),
+        date(2024, 1, 5),
+    ]
+    for f in folds:
+        assert f.train.max_date < f.test.min_date
+
+
+def test_leave_last_out(data: Dataset) -> None:
+    s = split.leave_last_out(data)
+    # a: X Y X Z -> test Z, valid X, train X Y; b: Y Z -> test Z, no valid; c: one purchase -> train
+    test = sorted(zip(s.test.transactions["user"], s.test.transactions["item"], strict=True))
+    assert test == [(0, 2), (1, 2)]
+    assert s.valid.transactions.select("user", "item").rows() == [(0, 0)]
+    assert s.train.transactions.height == 4
+
+
+def test_time_fraction(data: Dataset) -> None:
+    s = split.time_fraction(data, 0.7)  # span 10 days -> cutoff 2024-01-08
+    assert s.train.max_date < date(2024, 1, 8) <= s.test.min_date
+
+
+def test_split_errors(data: Dataset) -> None:
+    with pytest.raises(ConfigError, match="no training"):
+        split.week(data, test_days=30)
+    with pytest.raises(ConfigError, match="unknown split"):
+        split.make_split(data, "random")
+    with pytest.raises(ConfigError):
+        split.time_fraction(data, 1.5)
