@@ -1,0 +1,187 @@
+"""The command line end to end: ingest -> fit -> recommend -> score, evaluate, and user mistakes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from fashionrec import cli
+from fashionrec.data.dataset import Dataset
+from fashionrec.data.split import week
+from fashionrec.evaluate import read_submission
+from fashionrec.metrics import evaluate_recs
+
+from .conftest import known_answer_rows, write_tables
+
+runner = CliRunner()
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = runner.invoke(cli.app, list(args))
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    write_tables(root / "src", known_answer_rows(), [f"A{i}" for i in range(7)])
+    run("ingest", str(root / "src"), "--out", str(root / "ds"))
+    return root / "ds"
+
+
+def test_models_lists_the_registry() -> None:
+    out = run("models")
+    assert "repurchase" in out and "half_life=30.0" in out and "cold start: decay" in out
+
+
+def test_fit_recommend_score(dataset: Path, tmp_path: Path) -> None:
+    run("fit", "repurchase", str(dataset), "--out", str(tmp_path / "m"), "--param", "half_life=10")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["params"]["half_life"] == 10 and meta["dataset_hash"]
+    run(
+        "recommend",
+        str(tmp_path / "m"),
+        "--dataset",
+        str(dataset),
+        "--k",
+        "3",
+        "--out",
+        str(tmp_path / "sub.csv"),
+    )
+    sub = pl.read_csv(tmp_path / "sub.csv", infer_schema=False)
+    assert sub.columns == ["customer_id", "prediction"]
+    assert sub.height == Dataset.load(dataset).n_users
+    row = dict(sub.iter_rows())
+    assert row["u0"].split(" ") == ["A4", "A0", "A1"]
+    out = run(
+        "score",
+        str(tmp_path / "sub.csv"),
+        "--dataset",
+        str(dataset),
+        "--test-days",
+        "7",
+        "--json",
+        str(tmp_path / "score.json"),
+    )
+    assert "map@12" in out
+    scored = json.loads((tmp_path / "score.json").read_text())
+    assert 0 < scored["map@12"] <= 1 and scored["users"] > 0
+
+
+def test_score_matches_a_hand_computed_map(dataset: Path, tmp_path: Path) -> None:
+    data = Dataset.load(dataset)
+    split = week(data, 7)
+    # test buyers in the last 7 days: u0 (A4), u1..u11 with A1 on days 0..5, u3 also A5
+    lines = ["customer_id,prediction", "u0,A4 A1", "u3,NOPE A5 A1"]  # u3: NOPE is dropped
+    (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
+    users = split.test.buyers()
+    recs = read_submission(tmp_path / "s.csv", data, users, 12)
+    idx = {u: i for i, u in enumerate(data.user_ids.to_ids(users))}
+    assert data.item_ids.to_ids(recs[idx["u3"], :3]).tolist() == ["A5", "A1", None]
+    truth = split.test.user_items(binary=True)[users]
+    result = evaluate_recs(recs, truth, 12)
+    # u0: truth {A4}, hit at 1 -> AP 1. u3: truth {A1, A5}, hits at 1, 2 -> AP 1. others: 0.
+    assert result["map@12"] == pytest.approx(2 / len(users))
+
+
+def test_evaluate_prints_and_writes_json(dataset: Path, tmp_path: Path) -> None:
+    out = run(
+        "evaluate",
+        str(dataset),
+        "--models",
+        "popular,repurchase",
+        "--test-days",
+        "7",
+        "--param",
+        "popular.days=14",
+        "--json",
+        str(tmp_path / "r.json"),
+    )
+    assert "| model | map@12 | hr@12 |" in out
+    rows = json.loads((tmp_path / "r.json").read_text())
+    keys = {
+        "model",
+        "map@12",
+        "hr@12",
+        "precision@12",
+        "recall@12",
+        "ndcg@12",
+        "coverage@12",
+        "personalization@12",
+        "novelty@12",
+        "fit_s",
+        "recommend_s",
+    }
+    assert [r["model"] for r in rows] == ["popular", "repurchase"]
+    assert all(keys <= set(r) for r in rows)
+
+
+def test_evaluate_folds_reports_confidence_intervals(dataset: Path, tmp_path: Path) -> None:
+    out = run(
+        "evaluate",
+        str(dataset),
+        "--models",
+        "decay",
+        "--folds",
+        "2",
+        "--test-days",
+        "3",
+        "--json",
+        str(tmp_path / "r.json"),
+    )
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert rows[0]["folds"] == 2 and "map@12_ci95" in rows[0]
+    assert "±" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "{ds}", "--models", "nope"], "unknown model 'nope'"),
+        (["evaluate", "{ds}", "--param", "half_life=3"], "name the model"),
+        (["evaluate", "{ds}", "--models", "decay", "--param", "decay.bogus=3"], "bogus"),
+        (["evaluate", "{ds}", "--split", "random"], "unknown split"),
+        (["evaluate", "{tmp}"], "not a fashionrec dataset"),
+        (["score", "{tmp}/missing.csv", "--dataset", "{ds}"], "does not exist"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(
+    dataset: Path,
+    tmp_path: Path,
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = [a.format(ds=dataset, tmp=tmp_path) for a in args]
+    monkeypatch.setattr(sys, "argv", ["fashionrec", *args])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_recommend_exclude_seen(dataset: Path, tmp_path: Path) -> None:
+    run("fit", "decay", str(dataset), "--out", str(tmp_path / "m"))
+    run(
+        "recommend",
+        str(tmp_path / "m"),
+        "--dataset",
+        str(dataset),
+        "--k",
+        "2",
+        "--exclude-seen",
+        "--out",
+        str(tmp_path / "sub.csv"),
+    )
+    row = dict(pl.read_csv(tmp_path / "sub.csv", infer_schema=False).iter_rows())
+    assert "A1" not in row["u1"].split(" ") and row["u0"].split(" ")[0] == "A1"
+    assert np.all([len(p.split(" ")) == 2 for p in row.values()])
