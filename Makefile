@@ -7,6 +7,7 @@ DATA ?= data/online-retail
 BUILD ?= build
 NAME := $(notdir $(abspath $(DATA)))
 MODELS ?= popular,decay,repurchase
+TEST_DAYS ?= 7
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench readme clean
@@ -22,7 +23,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/fashionrec ingest $(DATA) --out $(BUILD)/$(NAME)/dataset
-	$(BIN)/fashionrec evaluate $(BUILD)/$(NAME)/dataset --split week --test-days 7 \
+	$(BIN)/fashionrec evaluate $(BUILD)/$(NAME)/dataset --split week --test-days $(TEST_DAYS) \
 		--models $(MODELS) --k 12 --json $(BUILD)/$(NAME)/results.json
 
 test: install

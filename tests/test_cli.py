@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fashionrec import cli
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import week
-from fashionrec.evaluate import read_submission
+from fashionrec.evaluate import breakdown, read_submission
 from fashionrec.metrics import evaluate_recs
 
 from .conftest import known_answer_rows, write_tables
@@ -89,6 +89,13 @@ def test_score_matches_a_hand_computed_map(dataset: Path, tmp_path: Path) -> Non
     result = evaluate_recs(recs, truth, 12)
     # u0: truth {A4}, hit at 1 -> AP 1. u3: truth {A1, A5}, hits at 1, 2 -> AP 1. others: 0.
     assert result["map@12"] == pytest.approx(2 / len(users))
+    # by article: A4 1 relevant pair (hit), A1 11 pairs (u3's hit), A5 1 pair (hit);
+    # of the 4 recommendations A1 is 2, A4 and A5 one each
+    groups = {r["group"]: r for r in breakdown(recs, split, 12, "prod_name")}
+    assert groups["name A4"]["relevant"] == 1 and groups["name A4"]["recall@12"] == 1.0
+    assert groups["name A1"]["relevant"] == 11
+    assert groups["name A1"]["recall@12"] == pytest.approx(1 / 11)
+    assert groups["name A1"]["share@12"] == 0.5 and groups["name A5"]["share@12"] == 0.25
 
 
 def test_evaluate_prints_and_writes_json(dataset: Path, tmp_path: Path) -> None:
@@ -123,6 +130,19 @@ def test_evaluate_prints_and_writes_json(dataset: Path, tmp_path: Path) -> None:
     assert all(keys <= set(r) for r in rows)
 
 
+def test_evaluate_by_customer_group(tmp_path: Path, random_dataset: Dataset) -> None:
+    from fashionrec.evaluate import evaluate
+
+    rows = evaluate([("repurchase", {})], [week(random_dataset, 14)], 12, by="age_band")
+    groups = rows[0]["by"]
+    # ages are 20 + customer number: c000..c004 are 16-24, ..., c045+ are 65+
+    assert [g["group"] for g in groups][:2] == ["16-24", "25-34"]
+    assert sum(g["users"] for g in groups) == rows[0]["users"]
+    # the user-weighted mean of the groups' MAP is the overall MAP
+    total = sum(g["users"] * g["map@12"] for g in groups) / rows[0]["users"]
+    assert total == pytest.approx(rows[0]["map@12"])
+
+
 def test_evaluate_folds_reports_confidence_intervals(dataset: Path, tmp_path: Path) -> None:
     out = run(
         "evaluate",
@@ -149,6 +169,7 @@ def test_evaluate_folds_reports_confidence_intervals(dataset: Path, tmp_path: Pa
         (["evaluate", "{ds}", "--models", "decay", "--param", "decay.bogus=3"], "bogus"),
         (["evaluate", "{ds}", "--split", "random"], "unknown split"),
         (["evaluate", "{tmp}"], "not a fashionrec dataset"),
+        (["evaluate", "{ds}", "--by", "colour"], "not a customers or articles column"),
         (["score", "{tmp}/missing.csv", "--dataset", "{ds}"], "does not exist"),
     ],
 )

@@ -104,3 +104,25 @@ def test_split_errors(data: Dataset) -> None:
         split.make_split(data, "random")
     with pytest.raises(ConfigError):
         split.time_fraction(data, 1.5)
+
+
+def test_age_bands_are_left_closed(random_dataset: Dataset) -> None:
+    import polars as pl
+
+    from fashionrec.data.dataset import _age_band
+
+    ages = pl.Series([10.0, 16, 24, 25, 64, 65, 90, None])
+    assert _age_band(ages).to_list() == [
+        "<16",
+        "16-24",
+        "16-24",
+        "25-34",
+        "55-64",
+        "65+",
+        "65+",
+        None,
+    ]
+    labels = random_dataset.customer_groups("age_band")  # ages 20 + customer number
+    assert labels[0] == "16-24" and labels[5] == "25-34" and labels[63] == "65+"
+    with pytest.raises(ConfigError):
+        random_dataset.customer_groups("shoe_size")

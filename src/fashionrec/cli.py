@@ -227,6 +227,13 @@ def evaluate(
     param: Params = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the table here.")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help="Also break metrics down by a customers column (or age_band) or an "
+            "articles column."
+        ),
+    ] = None,
 ) -> None:
     """Fit and score models on a split; print a markdown table (mean ± 95% CI with --folds)."""
     from fashionrec.data.dataset import Dataset
@@ -247,9 +254,12 @@ def evaluate(
         if folds > 1
         else [make_split(data, split, test_days=test_days, fraction=fraction)]
     )
-    rows = run([(n, params[n]) for n in names], splits, k, exclude_seen=exclude_seen)
+    rows = run([(n, params[n]) for n in names], splits, k, exclude_seen=exclude_seen, by=by)
     table = markdown_table(rows, table_columns(k))
     header = f"{dataset} · {splits[0].label}" + (f" · {folds} folds" if folds > 1 else "")
+    for row in rows if by is not None else []:
+        columns = [c for c in row["by"][0] if c != "group"]
+        table += f"\n\n{row['model']} by {by}:\n\n{markdown_table(row['by'], columns, 'group')}"
     typer.echo(f"\n{header}\n\n{table}\n")
     if json_out is not None:
         _write_atomic(json_out, json.dumps(rows, indent=2) + "\n")
@@ -260,22 +270,10 @@ def evaluate(
 def main() -> None:
     """Entry point: user mistakes become one clear line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except FashionrecError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

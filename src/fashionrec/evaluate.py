@@ -16,8 +16,8 @@ from scipy import stats
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.ingest import pad_hm_ids
 from fashionrec.data.split import Split
-from fashionrec.errors import DataError
-from fashionrec.metrics import evaluate_recs
+from fashionrec.errors import ConfigError, DataError
+from fashionrec.metrics import by_group, by_item_group, evaluate_recs, per_user
 from fashionrec.models import registry
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,49 @@ def score_recs(recs: np.ndarray, split: Split, k: int) -> dict[str, float]:
     return evaluate_recs(recs, truth, k, item_popularity=split.train.item_user_share())
 
 
+def breakdown(recs: np.ndarray, split: Split, k: int, by: str) -> list[dict[str, Any]]:
+    """Metrics per group: a customers column (or `age_band`) groups the test buyers; an articles
+    column groups the test purchases (recall within the group and share of recommendations)."""
+    users, truth = truth_of(split.test)
+    data = split.test
+    if by == "age_band" or by in data.customers.columns:
+        labels = data.customer_groups(by)[users]
+        per = per_user(recs, truth, k)
+        names, counts = np.unique(labels, return_counts=True)
+        means = {
+            f"{m}@{k}": by_group(per[f"{m}@{k}"], labels) for m in ("map", "hr", "recall", "ndcg")
+        }
+        return [
+            {"group": g, "users": int(n)} | {key: means[key][g] for key in means}
+            for g, n in zip(names.tolist(), counts.tolist(), strict=True)
+        ]
+    if by in data.articles.columns:
+        groups = by_item_group(recs, truth, data.article_groups(by))
+        return [
+            {
+                "group": g,
+                "relevant": d["relevant"],
+                f"recall@{k}": d["recall"],
+                f"share@{k}": d["share"],
+            }
+            for g, d in groups.items()
+        ]
+    raise ConfigError(
+        f"--by {by!r} is not a customers or articles column; customers: "
+        f"{', '.join(c for c in data.customers.columns if c != 'user')}"
+        f"{', age_band' if 'age' in data.customers.columns else ''}; "
+        f"articles: {', '.join(c for c in data.articles.columns if c != 'item')}"
+    )
+
+
 def run_model(
-    name: str, params: dict[str, Any], split: Split, k: int, *, exclude_seen: bool = False
+    name: str,
+    params: dict[str, Any],
+    split: Split,
+    k: int,
+    *,
+    exclude_seen: bool = False,
+    by: str | None = None,
 ) -> dict[str, Any]:
     """Fit `name` on the split's training data, recommend for the test buyers, score them."""
     model = registry.create(name, **params)
@@ -69,6 +110,8 @@ def run_model(
         "recommend_s": t2 - t1,
         "users": len(users),
     }
+    if by is not None:
+        row["by"] = breakdown(recs.items, split, k, by)
     log.info("%s on %s: map@%d %.4f", name, split.label, k, row[f"map@{k}"])
     return row
 
@@ -79,16 +122,28 @@ def evaluate(
     k: int = 12,
     *,
     exclude_seen: bool = False,
+    by: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per model: each metric averaged over the splits (folds), with a 95% CI over folds."""
+    """One row per model: each metric averaged over the splits (folds), with a 95% CI over folds;
+    with `by`, also the per-group metrics (averaged over folds) under the key "by"."""
     rows = []
     for name, params in models:
-        folds = [run_model(name, params, s, k, exclude_seen=exclude_seen) for s in splits]
-        rows.append(
-            summarize(folds)
-            | {"model": name, "folds": len(folds), "test": [s.label for s in splits]}
-        )
+        folds = [run_model(name, params, s, k, exclude_seen=exclude_seen, by=by) for s in splits]
+        row = summarize(folds) | {
+            "model": name,
+            "folds": len(folds),
+            "test": [s.label for s in splits],
+        }
+        if by is not None:
+            row["by"] = _mean_groups([f["by"] for f in folds])
+        rows.append(row)
     return rows
+
+
+def _mean_groups(folds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Average per-group rows over folds (a group missing from a fold is absent there)."""
+    frame = pl.DataFrame([r for fold in folds for r in fold])
+    return frame.group_by("group").mean().sort("group").to_dicts()
 
 
 def summarize(folds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -106,22 +161,22 @@ def summarize(folds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def markdown_table(rows: list[dict[str, Any]], columns: list[str], key: str = "model") -> str:
     """A markdown table of `rows`; a value with a CI prints as `mean ± half-width`."""
 
     def cell(row: dict[str, Any], col: str) -> str:
         value = row.get(col)
         if value is None:
             return ""
+        if col in ("users", "relevant"):
+            return f"{round(value):,}"
         digits = 2 if col.endswith("_s") else 4
         text = f"{value:.{digits}f}"
         ci = row.get(f"{col}_ci95")
         return f"{text} ± {ci:.{digits}f}" if ci is not None else text
 
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    lines += [
-        "| " + " | ".join([str(r["model"])] + [cell(r, c) for c in columns]) + " |" for r in rows
-    ]
+    lines = [f"| {key} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += ["| " + " | ".join([str(r[key])] + [cell(r, c) for c in columns]) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 __all__ = [
     "average_precision",
     "by_group",
+    "by_item_group",
     "coverage",
     "evaluate_recs",
     "hit_matrix",
@@ -32,6 +33,7 @@ __all__ = [
     "ndcg",
     "novelty",
     "overlap",
+    "per_user",
     "personalization",
     "precision",
     "recall",
@@ -372,6 +374,70 @@ def by_group(values: np.ndarray, groups: np.ndarray) -> dict[object, float]:
     return dict(zip(labels.tolist(), (sums / counts).tolist(), strict=True))
 
 
+PER_USER = {
+    "map": average_precision,
+    "hr": hit_rate,
+    "precision": precision,
+    "recall": recall,
+    "ndcg": ndcg,
+    "recall_1": recall_1,
+    "recall_30": recall_30,
+}
+
+
+def per_user(recs: np.ndarray, truth: sp.csr_matrix, k: int) -> dict[str, np.ndarray]:
+    """Every accuracy metric per user (rows of ``recs``), keyed ``"<name>@<k>"``.
+
+    >>> truth = sp.csr_matrix([[0, 0, 1, 0], [1, 1, 0, 0]])
+    >>> res = per_user(np.array([[1, 2], [0, 3]]), truth, k=2)
+    >>> # user 0: item 2 hit at rank 2 -> AP (1/2)/1; user 1: item 0 at rank 1 -> AP (1/1)/2
+    >>> res["hr@2"].tolist(), res["map@2"].tolist()
+    ([1.0, 1.0], [0.5, 0.5])
+    >>> per_user(np.array([[1, 2]]), sp.csr_matrix([[0, 1, 1]]), k=2)["ndcg@2"].tolist()
+    [1.0]
+    """
+    k = _check_k(k)
+    truth = _canonical_truth(truth)
+    recs = _check_recs(recs, truth.shape[1])[:, :k]
+    hits = hit_matrix(recs, truth)
+    n_relevant = np.diff(truth.indptr)
+    return {f"{name}@{k}": fn(hits, n_relevant, k) for name, fn in PER_USER.items()}
+
+
+def by_item_group(recs: np.ndarray, truth: sp.csr_matrix, groups: np.ndarray) -> dict:
+    """Per article group: ``recall`` (share of the group's relevant user-item pairs that were
+    recommended to that user), ``relevant`` (how many pairs) and ``share`` (share of all
+    recommendations that fall in the group). ``groups[i]`` is item i's label.
+
+    >>> truth = sp.csr_matrix([[1, 1, 0], [0, 1, 0]])
+    >>> recs = np.array([[0, 2], [2, -1]])
+    >>> # group a = items {0, 1}: 3 relevant pairs, 1 recommended (user 0, item 0)
+    >>> # group b = item 2: no relevant pair; 2 of the 3 recommendations are item 2
+    >>> out = by_item_group(recs, truth, np.array(["a", "a", "b"]))
+    >>> {g: {m: round(v, 4) for m, v in d.items()} for g, d in out.items()}
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'a': {'recall': 0.3333, 'relevant': 3, 'share': 0.3333},
+     'b': {'recall': nan, 'relevant': 0, 'share': 0.6667}}
+    """
+    truth = _canonical_truth(truth)
+    recs = _check_recs(recs, truth.shape[1])
+    groups = np.asarray(groups)
+    labels, inverse = np.unique(groups, return_inverse=True)
+    inverse = inverse.ravel()
+    hits = hit_matrix(recs, truth)
+    valid = recs >= 0
+    relevant = np.bincount(inverse[truth.indices], minlength=labels.size)
+    hit_counts = np.bincount(inverse[recs[hits]], minlength=labels.size)
+    rec_counts = np.bincount(inverse[recs[valid]], minlength=labels.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall_g = np.where(relevant > 0, hit_counts / relevant, np.nan)
+    share = rec_counts / max(int(valid.sum()), 1)
+    return {
+        label: {"recall": float(r), "relevant": int(n), "share": float(sh)}
+        for label, r, n, sh in zip(labels.tolist(), recall_g, relevant, share, strict=True)
+    }
+
+
 def evaluate_recs(
     recs: np.ndarray,
     truth: sp.csr_matrix,
@@ -411,16 +477,8 @@ def evaluate_recs(
     evaluated = n_relevant > 0
     if not evaluated.all():
         recs, truth, n_relevant = recs[evaluated], truth[evaluated], n_relevant[evaluated]
-    hits = hit_matrix(recs, truth)
-
-    result = {
-        f"map@{k}": _mean(average_precision(hits, n_relevant, k)),
-        f"hr@{k}": _mean(hit_rate(hits, n_relevant, k)),
-        f"precision@{k}": _mean(precision(hits, n_relevant, k)),
-        f"recall@{k}": _mean(recall(hits, n_relevant, k)),
-        f"ndcg@{k}": _mean(ndcg(hits, n_relevant, k)),
-        f"recall_1@{k}": _mean(recall_1(hits, n_relevant, k)),
-        f"recall_30@{k}": _mean(recall_30(hits, n_relevant, k)),
+    result = {key: _mean(values) for key, values in per_user(recs, truth, k).items()}
+    result |= {
         f"coverage@{k}": coverage(recs, n_items),
         f"overlap@{k}": overlap(recs),
         f"personalization@{k}": personalization(recs, n_items),

@@ -6,6 +6,7 @@ every split keeps the full id space so that indices mean the same thing in train
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -19,6 +20,7 @@ import scipy.sparse as sp
 from fashionrec.errors import ConfigError, DataError
 
 TABLE_FILES = ("transactions.parquet", "articles.parquet", "customers.parquet", "manifest.json")
+AGE_BANDS = (16, 25, 35, 45, 55, 65)  # lower bounds: 16-24, 25-34, ..., 65+
 
 
 @dataclass(frozen=True)
@@ -199,3 +201,36 @@ class Dataset:
     def buyers(self) -> np.ndarray:
         """Sorted indices of users with at least one transaction."""
         return np.unique(self.transactions["user"].to_numpy()).astype(np.int32)
+
+    # ---- groupings for per-segment metrics ---------------------------------------------------
+
+    def customer_groups(self, column: str) -> np.ndarray:
+        """(n_users,) labels from a customers column, or `age_band` derived from age."""
+        if column == "age_band":
+            if "age" not in self.customers.columns:
+                raise ConfigError("age_band needs an age column in the customers table")
+            return _labels(_age_band(self.customers["age"]))
+        if column not in self.customers.columns:
+            raise ConfigError(f"no customers column {column!r}")
+        return _labels(self.customers[column])
+
+    def article_groups(self, column: str) -> np.ndarray:
+        """(n_items,) labels from an articles column."""
+        if column not in self.articles.columns:
+            raise ConfigError(f"no articles column {column!r}")
+        return _labels(self.articles[column])
+
+
+def _age_band(age: pl.Series) -> pl.Series:
+    """'16-24', '25-34', ..., '65+' ('<16' below, null where age is unknown)."""
+    lows = list(AGE_BANDS)
+    names = [f"<{lows[0]}"] + [f"{a}-{b - 1}" for a, b in itertools.pairwise(lows)]
+    names = np.array([*names, f"{lows[-1]}+"], dtype=object)
+    values = age.cast(pl.Float64).to_numpy()
+    bands = names[np.searchsorted(lows, np.nan_to_num(values), side="right")]
+    bands[np.isnan(values)] = None
+    return pl.Series(bands, dtype=pl.String)
+
+
+def _labels(series: pl.Series) -> np.ndarray:
+    return series.cast(pl.String).fill_null("unknown").to_numpy().astype(str)

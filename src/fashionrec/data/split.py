@@ -30,11 +30,15 @@ class Split:
         return f"{self.name} test {tx['t_dat'].min()}..{tx['t_dat'].max()}"
 
 
-def _check(split: Split) -> Split:
+def _check(split: Split, data: Dataset) -> Split:
+    span = f"the data spans {data.min_date}..{data.max_date}"
     if split.train.transactions.is_empty():
-        raise ConfigError(f"{split.name} split: no training transactions before the test period")
+        raise ConfigError(
+            f"{split.name} split: no training transactions before the test period ({span}; "
+            "use fewer --test-days or --folds)"
+        )
     if split.test.transactions.is_empty():
-        raise ConfigError(f"{split.name} split: the test period has no transactions")
+        raise ConfigError(f"{split.name} split: the test period has no transactions ({span})")
     return split
 
 
@@ -45,9 +49,8 @@ def week(data: Dataset, test_days: int = 7, offset_days: int = 0) -> Split:
         raise ConfigError(f"--test-days must be at least 1, not {test_days}")
     end = data.max_date - timedelta(days=offset_days)
     start = end - timedelta(days=test_days - 1)
-    return _check(
-        Split("week", data.window(end=start), data.window(start=start, end=end + timedelta(days=1)))
-    )
+    test = data.window(start=start, end=end + timedelta(days=1))
+    return _check(Split("week", data.window(end=start), test), data)
 
 
 def time_fraction(data: Dataset, fraction: float = 0.7) -> Split:
@@ -56,7 +59,7 @@ def time_fraction(data: Dataset, fraction: float = 0.7) -> Split:
         raise ConfigError(f"time fraction must be between 0 and 1, not {fraction}")
     span = (data.max_date - data.min_date).days + 1
     cutoff: date = data.min_date + timedelta(days=max(1, round(span * fraction)))
-    return _check(Split("time-fraction", data.window(end=cutoff), data.window(start=cutoff)))
+    return _check(Split("time-fraction", data.window(end=cutoff), data.window(start=cutoff)), data)
 
 
 def leave_last_out(data: Dataset) -> Split:
@@ -75,7 +78,8 @@ def leave_last_out(data: Dataset) -> Split:
             data.with_transactions(tx.filter(~test & ~valid).drop(drop)),
             data.with_transactions(tx.filter(test).drop(drop)),
             data.with_transactions(tx.filter(valid).drop(drop)),
-        )
+        ),
+        data,
     )
 
 
