@@ -1,7 +1,8 @@
 """Save and load fitted models without pickle: state arrays in npz, everything else in JSON.
 
 An artifact is a directory: `model.json` (name, parameters, versions, dataset hash, the kind of
-each state field) and `state.npz` (numpy arrays; a sparse matrix as its CSR parts).
+each state field), `state.npz` (numpy arrays; a sparse matrix as its CSR parts) and, for a state
+field that is a dict of named arrays (network weights), `<field>.safetensors`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
 
 from fashionrec import __version__
 from fashionrec.errors import ConfigError
@@ -30,6 +32,7 @@ def save(
     """Write `model` to the directory `path` (replaced atomically if it exists)."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
+    tensors: dict[str, dict[str, np.ndarray]] = {}
     kinds: dict[str, Any] = {}
     for key, value in state_of(model).items():
         if value is None:
@@ -46,6 +49,13 @@ def save(
         elif isinstance(value, np.ndarray):
             arrays[key] = value
             kinds[key] = "array"
+        elif (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, np.ndarray) for v in value.values())
+        ):
+            tensors[key] = {name: np.ascontiguousarray(v) for name, v in value.items()}
+            kinds[key] = "tensors"
         else:
             kinds[key] = {"json": value}
     meta = {
@@ -62,6 +72,8 @@ def save(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         np.savez(tmp / "state.npz", **arrays)
+        for key, named in tensors.items():
+            save_file(named, tmp / f"{key}.safetensors")
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         if path.exists():
             shutil.rmtree(path)
@@ -99,6 +111,8 @@ def load(path: str | Path) -> Any:
                 )
             elif kind == "array":
                 value = npz[key]
+            elif kind == "tensors":
+                value = load_file(path / f"{key}.safetensors")
             else:
                 value = kind["json"]
             setattr(model, key, value)

@@ -125,6 +125,50 @@ def top_items(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order.astype(np.int32), scores[order].astype(np.float32)
 
 
+def row_top_k(mat: sp.csr_matrix, k: int) -> Recs:
+    """The k largest entries of each CSR row (ties by item index), vectorised over all rows."""
+    n = mat.shape[0]
+    lengths = np.diff(mat.indptr)
+    width = max(int(lengths.max(initial=0)), 1)
+    rows = np.repeat(np.arange(n), lengths)
+    cols = np.arange(mat.nnz) - np.repeat(mat.indptr[:-1], lengths)
+    items = np.full((n, width), -1, dtype=np.int64)
+    scores = np.full((n, width), -np.inf, dtype=np.float64)
+    items[rows, cols] = mat.indices
+    scores[rows, cols] = mat.data
+    # sort by score desc, then item asc; padding (-inf) goes last
+    order = np.lexsort((np.where(items < 0, np.iinfo(np.int64).max, items), -scores), axis=1)
+    r = np.arange(n)[:, None]
+    items, scores = items[r, order], scores[r, order]
+    return first_k(items, scores, items >= 0, k)
+
+
+def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> Recs:
+    """Top k of each row of a dense (n, n_items) score matrix, best first; entries in `exclude`
+    (same shape, sparse) and -inf scores are never returned (-1 padding instead)."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if exclude is not None and exclude.nnz:
+        coo = exclude.tocoo()
+        scores[coo.row, coo.col] = -np.inf
+    n, m = scores.shape
+    kk = min(k, m)
+    part = (
+        np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        if kk < m
+        else np.tile(np.arange(m), (n, 1))
+    )
+    rows = np.arange(n)[:, None]
+    part_scores = scores[rows, part]
+    order = np.lexsort((part, -part_scores), axis=1)  # score desc, then item index
+    items, vals = part[rows, order], part_scores[rows, order]
+    return first_k(items, vals, np.isfinite(vals), k)
+
+
+def popularity_fallback(data: Dataset, half_life: float = 7.0) -> tuple[np.ndarray, np.ndarray]:
+    """The time-decayed popularity ranking (items, scores) that models serve to cold customers."""
+    return top_items(data.item_popularity(half_life=half_life))
+
+
 def squash(scores: np.ndarray) -> np.ndarray:
     """Map non-negative scores into [0, 1) keeping their order (x / (1 + x))."""
     scores = np.maximum(scores, 0)

@@ -9,7 +9,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from fashionrec.data.dataset import Dataset
-from fashionrec.models.base import Recs, batched, fill, first_k, rank_list, rows_of, top_items
+from fashionrec.models.base import (
+    Recs,
+    batched,
+    fill,
+    popularity_fallback,
+    rank_list,
+    row_top_k,
+    rows_of,
+)
 
 
 @dataclass
@@ -31,9 +39,7 @@ class Repurchase:
     def fit(self, data: Dataset) -> Self:
         recent = data if self.window_days is None else data.last_days(self.window_days)
         self.own_ = recent.user_items(half_life=self.half_life)
-        self.fill_items_, self.fill_scores_ = top_items(
-            data.item_popularity(half_life=self.fill_half_life)
-        )
+        self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
         self.seen_ = data.user_items(binary=True)
         return self
 
@@ -46,22 +52,4 @@ class Repurchase:
         if exclude_seen:
             return popular  # every own article is seen, so only the fill is left
         own = rows_of(self.own_, users)
-        return fill(_row_top_k(own, k), popular, k)
-
-
-def _row_top_k(mat: sp.csr_matrix, k: int) -> Recs:
-    """The k largest entries of each CSR row (ties by item index), vectorised over all rows."""
-    n = mat.shape[0]
-    lengths = np.diff(mat.indptr)
-    width = max(int(lengths.max(initial=0)), 1)
-    rows = np.repeat(np.arange(n), lengths)
-    cols = np.arange(mat.nnz) - np.repeat(mat.indptr[:-1], lengths)
-    items = np.full((n, width), -1, dtype=np.int64)
-    scores = np.full((n, width), -np.inf, dtype=np.float64)
-    items[rows, cols] = mat.indices
-    scores[rows, cols] = mat.data
-    # sort by score desc, then item asc; padding (-inf) goes last
-    order = np.lexsort((np.where(items < 0, np.iinfo(np.int64).max, items), -scores), axis=1)
-    r = np.arange(n)[:, None]
-    items, scores = items[r, order], scores[r, order]
-    return first_k(items, scores, items >= 0, k)
+        return fill(row_top_k(own, k), popular, k)

@@ -1,0 +1,85 @@
+"""Shared top-k helpers and artifacts, on inputs whose answers are obvious."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fashionrec import artifacts
+from fashionrec.models import base, registry
+
+
+def test_top_k_dense_orders_and_excludes() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.9], [1.0, -np.inf, 0.0, 2.0]], dtype=np.float32)
+    recs = base.top_k_dense(scores, 3)
+    assert recs.items.tolist() == [[1, 3, 2], [3, 0, 2]]  # tie 0.9: lower index first
+    excl = sp.csr_matrix(np.array([[0, 1, 0, 0], [0, 0, 0, 1]]))
+    recs = base.top_k_dense(scores, 4, excl)
+    assert recs.items.tolist() == [[3, 2, 0, -1], [0, 2, -1, -1]]  # -inf and excluded dropped
+    assert recs.scores[1, 2] == -np.inf
+
+
+def test_row_top_k() -> None:
+    mat = sp.csr_matrix(np.array([[0, 3, 1, 3], [0, 0, 0, 0], [5, 0, 0, 0]], dtype=np.float32))
+    recs = base.row_top_k(mat, 2)
+    assert recs.items.tolist() == [[1, 3], [-1, -1], [0, -1]]
+
+
+def test_rank_list_skips_each_users_items() -> None:
+    excl = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 0, 0]]))
+    recs = base.rank_list(
+        np.array([0, 1, 2, 3]), np.array([4.0, 3, 2, 1]), np.array([0, 1]), 2, excl
+    )
+    assert recs.items.tolist() == [[2, 3], [0, 1]]
+    # unknown users (-1) have nothing to exclude
+    recs = base.rank_list(np.array([0, 1]), np.array([2.0, 1]), np.array([-1]), 2, excl)
+    assert recs.items.tolist() == [[0, 1]]
+
+
+def test_fill_keeps_primary_first_without_duplicates() -> None:
+    primary = base.Recs(
+        np.array([[5, -1, -1]], dtype=np.int32),
+        np.array([[2.0, -np.inf, -np.inf]], dtype=np.float32),
+    )
+    fallback = base.Recs(
+        np.array([[5, 1, 2]], dtype=np.int32), np.array([[9.0, 8, 7]], dtype=np.float32)
+    )
+    out = base.fill(primary, fallback, 3)
+    assert out.items.tolist() == [[5, 1, 2]]
+    assert out.scores[0, 0] >= 1 > out.scores[0, 1] > out.scores[0, 2]
+
+
+@dataclass
+class _Toy:
+    name: ClassVar[str] = "toy"
+    fallback: ClassVar[str] = "-"
+    alpha: float = 1.0
+    weights_: dict = field(default=None, init=False)
+    mat_: sp.csr_matrix = field(default=None, init=False)
+    note_: dict = field(default=None, init=False)
+
+
+def test_artifact_round_trip_of_every_state_kind(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(registry.MODELS, "toy", f"{__name__}:_Toy")
+    toy = _Toy(alpha=0.5)
+    toy.weights_ = {"layer.w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    toy.mat_ = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    toy.note_ = {"classes": ["a", "b"]}
+    artifacts.save(toy, tmp_path / "toy")
+    assert (tmp_path / "toy" / "weights_.safetensors").exists()
+    back = artifacts.load(tmp_path / "toy")
+    assert back.alpha == 0.5 and back.note_ == {"classes": ["a", "b"]}
+    np.testing.assert_array_equal(back.weights_["layer.w"], toy.weights_["layer.w"])
+    assert (back.mat_ != toy.mat_).nnz == 0
+
+
+def test_load_rejects_a_non_artifact(tmp_path: Path) -> None:
+    from fashionrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a fashionrec model artifact"):
+        artifacts.load(tmp_path)
