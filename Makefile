@@ -10,7 +10,7 @@ MODELS ?= popular,decay,repurchase
 TEST_DAYS ?= 7
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench readme clean
+.PHONY: install system-deps run test lint bench readme clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "fashionrec needs Python 3.11, found " + sys.version'
@@ -26,7 +26,16 @@ run: install
 	$(BIN)/fashionrec evaluate $(BUILD)/$(NAME)/dataset --split week --test-days $(TEST_DAYS) \
 		--models $(MODELS) --k 12 --json $(BUILD)/$(NAME)/results.json
 
-test: install
+# Debian's Chromium and ChromeDriver for the browser test (skipped with a reason without them).
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null; \
+	  else echo "no chromium/chromedriver and no root apt-get: the browser test will skip"; fi; \
+	fi
+
+test: install system-deps
 	$(BIN)/python -m pytest
 
 lint: install

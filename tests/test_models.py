@@ -48,3 +48,18 @@ def test_recommend_scores_are_tiered(known_dataset: Dataset) -> None:
     recs = model.recommend(known_dataset.user_ids.to_index(["u0"]), 3)
     assert recs.scores[0, 1] >= 1.0 > recs.scores[0, 2]  # own items' tier above the fill tier
     assert np.all(np.diff(recs.scores[0]) <= 0)
+
+
+def test_repurchase_reads_new_purchases_at_request_time(known_dataset: Dataset) -> None:
+    model = registry.create("repurchase").fit(known_dataset)
+    user = known_dataset.user_ids.to_index(["u9"])  # u9 bought only A0, long ago
+    a3 = int(known_dataset.item_ids.to_index(["A3"])[0])
+    before = model.recommend(user, 2).items[0].tolist()
+    after = model.recommend_with(user, [np.array([a3, a3])], 2).items[0].tolist()
+    assert a3 not in before and after[0] == a3  # bought twice "today": now the top own article
+    # an unknown customer with purchases in this session is served from them too
+    unknown = model.recommend_with(np.array([-1]), [np.array([a3])], 1).items[0].tolist()
+    assert unknown == [a3]
+    # exclude_seen removes the new purchase as well
+    excl = model.recommend_with(user, [np.array([a3])], 12, exclude_seen=True).items[0]
+    assert a3 not in excl.tolist()

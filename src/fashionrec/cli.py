@@ -133,21 +133,70 @@ def ingest(
 def fit(
     model: Annotated[str, typer.Argument(help="Model name (see `fashionrec models`).")],
     dataset: Annotated[Path, typer.Argument(help="Dataset directory from `ingest`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to write.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Artifact directory.")] = None,
+    registry_dir: Annotated[
+        Path | None, typer.Option("--registry", help="Publish as the next version here.")
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option(help="With --registry: make it the serving model.")
+    ] = False,
     param: Params = None,
 ) -> None:
-    """Fit MODEL on all transactions of DATASET and save it as an artifact."""
+    """Fit MODEL on all transactions of DATASET; save it as an artifact or publish it."""
     from fashionrec import artifacts
     from fashionrec.data.dataset import Dataset
     from fashionrec.models import registry
+    from fashionrec.serve import versions
 
+    if (out is None) == (registry_dir is None):
+        raise ConfigError("give exactly one of --out ARTIFACT or --registry DIR")
     data = Dataset.load(dataset)
     params = parse_params(param, [model])[model]
     t0 = time.perf_counter()
     fitted = registry.create(model, **params).fit(data)
     fit_s = time.perf_counter() - t0
-    artifacts.save(fitted, out, dataset_hash=data.hash, extra={"fit_s": fit_s})
-    typer.echo(f"{out}: {model} fitted in {fit_s:.1f}s")
+    if out is not None:
+        artifacts.save(fitted, out, dataset_hash=data.hash, extra={"fit_s": fit_s})
+        typer.echo(f"{out}: {model} fitted in {fit_s:.1f}s")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = artifacts.save(
+            fitted, Path(tmp) / model, dataset_hash=data.hash, extra={"fit_s": fit_s}
+        )
+        ref = versions.publish(path, registry_dir, serve=serve)
+    typer.echo(f"{registry_dir}/{ref}: {model} fitted in {fit_s:.1f}s")
+
+
+@app.command()
+def publish(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory from `fit --out`.")],
+    registry_dir: Annotated[Path, typer.Option("--registry", help="Model registry directory.")],
+    serve: Annotated[bool, typer.Option(help="Make it the serving model.")] = False,
+) -> None:
+    """Copy an artifact into a model registry as the next version of its model."""
+    from fashionrec.serve import versions
+
+    typer.echo(f"{registry_dir}/{versions.publish(artifact, registry_dir, serve=serve)}")
+
+
+@app.command()
+def serve(
+    models: Annotated[Path, typer.Argument(help="Model registry directory or one artifact.")],
+    dataset: Annotated[Path, typer.Option(help="Dataset directory the models were fitted on.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    store: Annotated[Path | None, typer.Option(help="SQLite feedback store file.")] = None,
+    force: Annotated[bool, typer.Option(help="Serve models fitted on another dataset.")] = False,
+) -> None:
+    """Serve the API (docs at /docs) and the shop web page."""
+    import uvicorn
+
+    from fashionrec.serve.app import Service, Settings, create_app
+
+    settings = Settings(models=models, dataset=dataset, store=store, force=force)
+    service = Service(settings)  # before binding the port: a bad path is a clear error
+    typer.echo(f"fashionrec: serving on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -143,6 +143,18 @@ def row_top_k(mat: sp.csr_matrix, k: int) -> Recs:
     return first_k(items, scores, items >= 0, k)
 
 
+def extra_matrix(extra: list[np.ndarray], n_items: int) -> sp.csr_matrix:
+    """(len(extra), n_items) float32 CSR of purchase counts: row i counts the items in extra[i]."""
+    lengths = np.array([len(e) for e in extra], dtype=np.int64)
+    items = np.concatenate([np.asarray(e, dtype=np.int64) for e in extra]) if len(extra) else []
+    rows = np.repeat(np.arange(len(extra)), lengths)
+    mat = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, items)), shape=(len(extra), n_items)
+    )
+    mat.sum_duplicates()
+    return mat
+
+
 def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> Recs:
     """Top k of each row of a dense (n, n_items) score matrix, best first; entries in `exclude`
     (same shape, sparse) and -inf scores are never returned (-1 padding instead)."""

@@ -12,6 +12,7 @@ from fashionrec.data.dataset import Dataset
 from fashionrec.models.base import (
     Recs,
     batched,
+    extra_matrix,
     fill,
     popularity_fallback,
     rank_list,
@@ -44,12 +45,35 @@ class Repurchase:
         return self
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        return batched(users, lambda u: self._recommend(u, k, exclude_seen))
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
 
-    def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
-        exclude = self.seen_ if exclude_seen else None
-        popular = rank_list(self.fill_items_, self.fill_scores_, users, k, exclude)
-        if exclude_seen:
-            return popular  # every own article is seen, so only the fill is left
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
+        the newest day: real-time updates without refitting."""
+        users = np.asarray(users, dtype=np.int64)
+        new = None if extra is None else extra_matrix(extra, self.own_.shape[1])
+
+        def part(pos: np.ndarray) -> Recs:
+            return self._recommend(users[pos], None if new is None else new[pos], k, exclude_seen)
+
+        return batched(np.arange(len(users)), part)
+
+    def _recommend(
+        self, users: np.ndarray, new: sp.csr_matrix | None, k: int, exclude_seen: bool
+    ) -> Recs:
         own = rows_of(self.own_, users)
+        if new is not None:
+            own = own + new
+        if exclude_seen:
+            seen = rows_of(self.seen_, users) + own  # every own article is seen
+            popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, seen)
+            return popular  # so only the fill is left
+        popular = rank_list(self.fill_items_, self.fill_scores_, users, k)
         return fill(row_top_k(own, k), popular, k)

@@ -1,0 +1,382 @@
+"""The FastAPI app: state loaded once in `lifespan`; models swap without dropping requests.
+
+`Service` holds the dataset, the model registry, the feedback store and the experiments; routes
+(`routes.py`, `pages.py`) stay thin and call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fashionrec import __version__, artifacts
+from fashionrec.data.dataset import Dataset
+from fashionrec.errors import ConfigError
+from fashionrec.serve import experiments, versions
+from fashionrec.serve.store import SQLiteStore, Store
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+DISPLAY_COLUMNS = (
+    "prod_name",
+    "product_type_name",
+    "colour_group_name",
+    "department_name",
+    "index_name",
+    "garment_group_name",
+    "detail_desc",
+)
+
+
+@dataclass
+class Settings:
+    """Where the service finds its models, data and store."""
+
+    models: Path  # a registry root (registry.json) or a single artifact directory
+    dataset: Path
+    store: Path | None = None  # SQLite file; default: <registry>/feedback.sqlite3
+    api_key: str | None = None  # default: $FASHIONREC_API_KEY, else generated and printed
+    force: bool = False  # serve an artifact fitted on another dataset
+
+
+@dataclass
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so tests can build many apps)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "fashionrec_requests", "Requests", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "fashionrec_request_seconds",
+            "Latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.model = Gauge(
+            "fashionrec_serving_model",
+            "Serving model (1 = serving)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
+
+class Service:
+    """Everything a request needs; built once at start-up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data = Dataset.load(settings.dataset)
+        self.root, self.single = _registry_root(settings.models)
+        self.store: Store = SQLiteStore(settings.store or self.root / "feedback.sqlite3")
+        self.api_key = settings.api_key or os.environ.get("FASHIONREC_API_KEY") or ""
+        if not self.api_key:
+            self.api_key = secrets.token_urlsafe(18)
+            print(f"fashionrec: API key for write and admin endpoints: {self.api_key}", flush=True)
+        self.metrics = Metrics()
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.rng = np.random.default_rng()
+        self.display = _display_table(self.data)
+        self.sample_customers = _sample_customers(self.data)
+        self.history = self.data.sequences()
+        self.serving = self._initial_serving()
+        self.model(self.serving)  # fail at start, not on the first request
+        self._set_gauge()
+
+    # ---- models ---------------------------------------------------------------------------
+
+    def _initial_serving(self) -> str:
+        ref = versions.read(self.root)["serving"]
+        if ref is None:
+            raise ConfigError(f"{self.root}: no model is published")
+        return ref
+
+    def model(self, ref: str) -> Any:
+        """The loaded model for 'name/vN' (loaded once, then cached)."""
+        model = self._models.get(ref)
+        if model is None:
+            with self._lock:
+                model = self._models.get(ref)
+                if model is None:
+                    path = self.root / ref
+                    meta = artifacts.read_meta(path)
+                    if meta.get("dataset_hash") not in ("", None, self.data.hash) and not (
+                        self.settings.force
+                    ):
+                        raise ConfigError(
+                            f"{path} was fitted on dataset {meta['dataset_hash']}, not on "
+                            f"{self.data.hash}; refit it or pass --force"
+                        )
+                    model = artifacts.load(path)
+                    self._models[ref] = model
+        return model
+
+    def resolve(self, name: str | None) -> str:
+        """A model reference for a request: the serving model, or the latest version of `name`."""
+        if name is None or name == self.serving.split("/")[0]:
+            return self.serving
+        return versions.resolve(self.root, name)
+
+    def promote(self, name: str, version: str | None) -> str:
+        ref = versions.resolve(self.root, name, version)
+        self.model(ref)  # load before the swap: requests never wait on a load
+        with self._lock:
+            state = versions.promote_state(versions.read(self.root), ref)
+            versions.write(self.root, state)
+            self.serving = ref
+        self._set_gauge()
+        return ref
+
+    def rollback(self) -> str:
+        with self._lock:
+            state = versions.read(self.root)
+            if not state["history"]:
+                raise ConfigError("nothing to roll back to")
+            ref = state["history"][-1]
+        self.model(ref)
+        with self._lock:
+            versions.write(self.root, {"serving": ref, "history": state["history"][:-1]})
+            self.serving = ref
+        self._set_gauge()
+        return ref
+
+    def _set_gauge(self) -> None:
+        self.metrics.model.clear()
+        name, version = self.serving.split("/")
+        self.metrics.model.labels(name, version).set(1)
+
+    # ---- recommendations ---------------------------------------------------------------------
+
+    def customer_recommendations(
+        self, customer_id: str, k: int, model_name: str | None, experiment: str | None = None
+    ) -> dict:
+        """'Selected favourites': never an unliked article; purchases posted since the fit count
+        at once for models that read the history at request time."""
+        arm = None
+        if experiment is not None:
+            exp = self.experiment(experiment)
+            arm = experiments.choose(exp, customer_id, self.store.arm_stats(experiment), self.rng)
+            model_name = arm
+        ref = self.resolve(model_name)
+        model = self.model(ref)
+        user = self.data.user_ids.to_index([customer_id])
+        unliked = self._items(self.store.articles(customer_id, "unlike"))
+        bought = self._items(self.store.articles(customer_id, "purchase"))
+        want = k + len(unliked)
+        if bought.size and hasattr(model, "recommend_with"):
+            recs = model.recommend_with(user, [bought], want)
+        else:
+            recs = model.recommend(user, want)
+        items, scores = recs.items[0], recs.scores[0]
+        keep = (items >= 0) & ~np.isin(items, unliked)
+        items, scores = items[keep][:k], scores[keep][:k]
+        out = self.listing(items, scores)
+        self.store.log_impressions(
+            customer_id, [i["article_id"] for i in out], *ref.split("/"), experiment, arm
+        )
+        name, version = ref.split("/")
+        return {
+            "customer_id": customer_id,
+            "known_customer": bool(user[0] >= 0),
+            "model": name,
+            "version": version,
+            "experiment": experiment,
+            "arm": arm,
+            "items": out,
+        }
+
+    def article_neighbours(self, article_id: str, k: int, model_name: str) -> dict:
+        """Also-bought (`itemcf`) or similar (`content`) articles of one article."""
+        item = self.data.item_ids.to_index([article_id])
+        if item[0] < 0:
+            raise KeyError(article_id)
+        ref = versions.resolve(self.root, model_name)
+        recs = self.model(ref).similar(item, k)
+        name, version = ref.split("/")
+        return {
+            "article_id": article_id,
+            "model": name,
+            "version": version,
+            "items": self.listing(recs.items[0], recs.scores[0]),
+        }
+
+    def new_customer(self, attributes: dict[str, Any], k: int) -> dict:
+        """Recommendations from attributes only, through the customer segments when published."""
+        try:
+            ref = versions.resolve(self.root, "segments")
+        except ConfigError:
+            ref = None
+        if ref is not None:
+            model = self.model(ref)
+            segment = int(model.assign(attributes))
+            recs = model.recommend_attributes(attributes, k)
+        else:
+            ref, segment = self.serving, None
+            recs = self.model(ref).recommend(np.array([-1]), k)
+        name, version = ref.split("/")
+        return {
+            "segment": segment,
+            "model": name,
+            "version": version,
+            "items": self.listing(recs.items[0], recs.scores[0]),
+        }
+
+    def trending(self, k: int) -> list[dict]:
+        """What the serving model shows a customer it does not know."""
+        recs = self.model(self.serving).recommend(np.array([-1]), k)
+        return self.listing(recs.items[0], recs.scores[0])
+
+    def recent_purchases(self, customer_id: str, n: int = 6) -> list[dict]:
+        """The customer's last n purchases: those posted since the fit, then the training ones."""
+        posted = self._items(self.store.articles(customer_id, "purchase"))[::-1]
+        user = int(self.data.user_ids.to_index([customer_id])[0])
+        past = np.zeros(0, dtype=np.int64)
+        if user >= 0:
+            indptr, items, _ = self.history
+            past = items[indptr[user] : indptr[user + 1]][::-1]
+        recent = list(dict.fromkeys(np.concatenate([posted, past]).tolist()))[:n]
+        return [self.display[i] for i in recent]
+
+    def attribute_choices(self) -> dict[str, list[str]]:
+        """New-customer form fields: customers-table attributes (an empty list = a number), or
+        article preferences when the retailer has no customer attributes."""
+        fields: dict[str, list[str]] = {}
+        frame = self.data.customers.drop("user", "customer_id")
+        for col in frame.columns:
+            if col == "age":
+                fields[col] = []
+            elif frame[col].dtype == pl.String and frame[col].n_unique() <= 60:
+                fields[col] = sorted(v for v in frame[col].unique().to_list() if v)
+        if not fields:
+            for col in ("index_group_name", "department_name", "garment_group_name"):
+                if col in self.data.articles.columns:
+                    fields[col] = sorted(v for v in self.data.articles[col].unique().to_list() if v)
+            if "price" in self.data.transactions.columns:
+                fields["price_band"] = ["low", "mid", "high"]
+        return fields
+
+    def listing(self, items: np.ndarray, scores: np.ndarray) -> list[dict]:
+        return [
+            {**self.display[int(i)], "score": _finite(float(s))}
+            for i, s in zip(items, scores, strict=True)
+            if i >= 0
+        ]
+
+    def _items(self, article_ids: list[str]) -> np.ndarray:
+        if not article_ids:
+            return np.zeros(0, dtype=np.int64)
+        idx = self.data.item_ids.to_index(article_ids)
+        return idx[idx >= 0].astype(np.int64)
+
+    # ---- experiments -------------------------------------------------------------------------
+
+    def experiment(self, name: str) -> dict:
+        for exp in self.store.experiments():
+            if exp["name"] == name:
+                return exp
+        raise KeyError(name)
+
+    def experiment_reports(self) -> list[dict]:
+        return [
+            experiments.report(e, self.store.arm_stats(e["name"])) for e in self.store.experiments()
+        ]
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def _registry_root(models: Path) -> tuple[Path, bool]:
+    """A registry root for `models`; a single artifact is wrapped in a fresh registry."""
+    models = Path(models)
+    if versions.is_registry(models):
+        return models, False
+    if (models / "model.json").exists():
+        root = Path(tempfile.mkdtemp(prefix="fashionrec-registry-"))
+        versions.publish(models, root, serve=True)
+        return root, True
+    raise ConfigError(f"{models}: neither a model registry (registry.json) nor an artifact")
+
+
+def _display_table(data: Dataset) -> list[dict]:
+    """Per article: id, the display fields that exist, and its mean price if prices exist."""
+    cols = [c for c in DISPLAY_COLUMNS if c in data.articles.columns]
+    frame = data.articles.select("item", "article_id", *cols)
+    if "price" in data.transactions.columns:
+        price = data.transactions.group_by("item").agg(pl.col("price").mean())
+        frame = frame.join(price, on="item", how="left", maintain_order="left")
+    return frame.drop("item").to_dicts()
+
+
+def _sample_customers(data: Dataset, n: int = 8) -> list[str]:
+    """A few active customers to try on the page (most purchases in the last 30 days)."""
+    recent = (
+        data.last_days(30)
+        .transactions.group_by("user")
+        .len()
+        .sort(["len", "user"], descending=[True, False])
+        .head(n)
+    )
+    return data.user_ids.to_ids(recent["user"].to_numpy()).tolist()
+
+
+def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+    """The app; the Service (or the one given) is set up in `lifespan`."""
+    from fashionrec.serve import pages, routes
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = service or Service(settings)
+        log.info("serving %s on %s", app.state.service.serving, settings.dataset)
+        yield
+
+    app = FastAPI(
+        title="fashionrec",
+        version=__version__,
+        lifespan=lifespan,
+        description="Fashion recommendations: personal, also-bought, similar, "
+        "new customers, feedback, experiments and model registry.",
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(routes.router)
+    app.include_router(pages.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        service = getattr(request.app.state, "service", None)
+        if service is not None:
+            service.metrics.requests.labels(path, str(response.status_code)).inc()
+            service.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(ConfigError)
+    async def config_error(request: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    return app

@@ -1,0 +1,155 @@
+"""The JSON API: thin routes over `Service` (app.py)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import generate_latest
+
+from fashionrec import __version__
+from fashionrec.errors import ConfigError
+from fashionrec.serve import schemas, versions
+from fashionrec.serve.app import Service
+
+router = APIRouter()
+
+IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[\w.\-]+$")]
+KQuery = Annotated[int, Query(ge=1, le=100)]
+ModelQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[\w\-]+$")]
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+Svc = Annotated[Service, Depends(service)]
+
+
+def require_key(svc: Svc, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """Write and admin endpoints: the key from FASHIONREC_API_KEY (or printed at start)."""
+    if x_api_key is None or not secrets.compare_digest(x_api_key, svc.api_key):
+        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+
+
+Key = Depends(require_key)
+
+
+def _model_name(svc: Service, model: str | None) -> str | None:
+    if model is not None and model not in versions.versions(svc.root):
+        raise HTTPException(status_code=404, detail=f"no published model {model!r}")
+    return model
+
+
+@router.get("/health", response_model=schemas.Health)
+def health(svc: Svc) -> dict:
+    name, version = svc.serving.split("/")
+    return {
+        "status": "ok",
+        "model": name,
+        "version": version,
+        "dataset": svc.data.hash,
+        "customers": svc.data.n_users,
+        "articles": svc.data.n_items,
+        "fashionrec": __version__,
+    }
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(svc: Svc) -> str:
+    return generate_latest(svc.metrics.registry).decode()
+
+
+@router.get("/customers/{customer_id}/recommendations", response_model=schemas.Recommendations)
+def customer_recommendations(
+    svc: Svc,
+    customer_id: IdPath,
+    k: KQuery = 12,
+    model: ModelQuery = None,
+    experiment: ModelQuery = None,
+) -> dict:
+    """'Selected favourites'; unknown customers get the model's cold-start fallback."""
+    try:
+        return svc.customer_recommendations(customer_id, k, _model_name(svc, model), experiment)
+    except KeyError:
+        raise HTTPException(status_code=404, detail=f"no experiment {experiment!r}") from None
+
+
+def _neighbours(svc: Service, article_id: str, k: int, model: str) -> dict:
+    try:
+        return svc.article_neighbours(article_id, k, model)
+    except KeyError:
+        raise HTTPException(status_code=404, detail=f"unknown article {article_id!r}") from None
+    except ConfigError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+
+
+@router.get("/articles/{article_id}/also-bought", response_model=schemas.Recommendations)
+def also_bought(svc: Svc, article_id: IdPath, k: KQuery = 12) -> dict:
+    """'Others also bought' (co-purchase, `itemcf`)."""
+    return _neighbours(svc, article_id, k, "itemcf")
+
+
+@router.get("/articles/{article_id}/similar", response_model=schemas.Recommendations)
+def similar(svc: Svc, article_id: IdPath, k: KQuery = 12) -> dict:
+    """'Similar items' (content similarity, `content`)."""
+    return _neighbours(svc, article_id, k, "content")
+
+
+@router.post("/recommendations/new-customer", response_model=schemas.Recommendations)
+def new_customer(svc: Svc, body: schemas.NewCustomer) -> dict:
+    """Attributes -> segment -> recommendations."""
+    return svc.new_customer(body.attributes, body.k)
+
+
+@router.post("/feedback", response_model=schemas.FeedbackAck, dependencies=[Key])
+def feedback(svc: Svc, body: schemas.Feedback) -> dict:
+    """Store an event durably before acknowledging it; 'unlike' takes effect at once."""
+    if svc.data.item_ids.to_index([body.article_id])[0] < 0:
+        raise HTTPException(status_code=404, detail=f"unknown article {body.article_id!r}")
+    return {"id": svc.store.add_feedback(body.customer_id, body.article_id, body.event)}
+
+
+@router.get("/models", response_model=schemas.ModelInfo)
+def models(svc: Svc) -> dict:
+    state = versions.read(svc.root)
+    return {
+        "serving": svc.serving,
+        "history": state["history"],
+        "models": versions.versions(svc.root),
+    }
+
+
+@router.post("/models/{name}/promote", response_model=schemas.ModelInfo, dependencies=[Key])
+def promote(
+    svc: Svc,
+    name: Annotated[str, Path(max_length=64, pattern=r"^[\w\-]+$")],
+    version: Annotated[str | None, Query(pattern=r"^v\d+$")] = None,
+) -> dict:
+    svc.promote(name, version)
+    return models(svc)
+
+
+@router.post("/models/rollback", response_model=schemas.ModelInfo, dependencies=[Key])
+def rollback(svc: Svc) -> dict:
+    svc.rollback()
+    return models(svc)
+
+
+@router.post("/experiments", dependencies=[Key])
+def create_experiment(svc: Svc, body: schemas.Experiment) -> dict:
+    """An A/B test (hashed assignment) or a bandit (epsilon-greedy, Thompson) over models."""
+    known = versions.versions(svc.root)
+    missing = [a for a in body.arms if a not in known]
+    if missing:
+        raise HTTPException(status_code=404, detail=f"no published model {missing[0]!r}")
+    svc.store.save_experiment(body.name, body.kind, body.arms, {"epsilon": body.epsilon})
+    return svc.experiment(body.name)
+
+
+@router.get("/experiments")
+def list_experiments(svc: Svc) -> list[dict]:
+    """Arms, impressions, clicks, CTR with 95% intervals, and the A/B significance test."""
+    return svc.experiment_reports()

@@ -1,0 +1,198 @@
+"""Durable feedback and experiment log. SQLite in WAL mode is the embedded default; anything that
+implements `Store` (Redis, Postgres) can replace it.
+
+Every write commits with synchronous=FULL before the API acknowledges it, so an acknowledged
+event survives the server being killed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+EVENTS = ("unlike", "click", "purchase")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    customer_id TEXT NOT NULL,
+    article_id TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_customer ON feedback (customer_id, event);
+CREATE TABLE IF NOT EXISTS impressions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    customer_id TEXT NOT NULL,
+    article_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    experiment TEXT,
+    arm TEXT
+);
+CREATE INDEX IF NOT EXISTS impressions_customer ON impressions (customer_id, article_id);
+CREATE INDEX IF NOT EXISTS impressions_experiment ON impressions (experiment, arm);
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    arms TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created REAL NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1
+);
+"""
+
+
+class Store(Protocol):
+    """What the service needs from a feedback store."""
+
+    def add_feedback(self, customer_id: str, article_id: str, event: str) -> int: ...
+
+    def articles(self, customer_id: str, event: str) -> list[str]: ...
+
+    def log_impressions(
+        self,
+        customer_id: str,
+        article_ids: Iterable[str],
+        model: str,
+        version: str,
+        experiment: str | None,
+        arm: str | None,
+    ) -> None: ...
+
+    def arm_of_click(self, customer_id: str, article_id: str) -> tuple[str, str] | None: ...
+
+    def arm_stats(self, experiment: str) -> dict[str, dict[str, int]]: ...
+
+    def save_experiment(self, name: str, kind: str, arms: list[str], params: dict) -> None: ...
+
+    def experiments(self) -> list[dict]: ...
+
+
+class SQLiteStore:
+    """Store on one SQLite file; one connection per thread, WAL so readers never block writers."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+        return conn
+
+    def add_feedback(self, customer_id: str, article_id: str, event: str) -> int:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}")
+        conn = self._conn()
+        cur = conn.execute(
+            "INSERT INTO feedback (ts, customer_id, article_id, event) VALUES (?, ?, ?, ?)",
+            (time.time(), customer_id, article_id, event),
+        )
+        return int(cur.lastrowid)
+
+    def articles(self, customer_id: str, event: str) -> list[str]:
+        """The articles of a customer's `event` feedback, oldest first."""
+        rows = self._conn().execute(
+            "SELECT article_id FROM feedback WHERE customer_id = ? AND event = ? ORDER BY id",
+            (customer_id, event),
+        )
+        return [r[0] for r in rows]
+
+    def log_impressions(
+        self,
+        customer_id: str,
+        article_ids: Iterable[str],
+        model: str,
+        version: str,
+        experiment: str | None,
+        arm: str | None,
+    ) -> None:
+        now = time.time()
+        rows = [(now, customer_id, a, model, version, experiment, arm) for a in article_ids]
+        conn = self._conn()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO impressions (ts, customer_id, article_id, model, version, experiment, arm)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute("COMMIT")
+
+    def arm_of_click(self, customer_id: str, article_id: str) -> tuple[str, str] | None:
+        """(experiment, arm) of the latest impression of this article to this customer."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT experiment, arm FROM impressions WHERE customer_id = ? AND article_id = ? "
+                "AND experiment IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (customer_id, article_id),
+            )
+            .fetchone()
+        )
+        return (row[0], row[1]) if row else None
+
+    def arm_stats(self, experiment: str) -> dict[str, dict[str, int]]:
+        """Per arm: impressions (articles shown) and clicks on an article shown by that arm."""
+        conn = self._conn()
+        shown = dict(
+            conn.execute(
+                "SELECT arm, COUNT(*) FROM impressions WHERE experiment = ? GROUP BY arm",
+                (experiment,),
+            )
+        )
+        # a click counts once, for the arm whose impression of that article came last before it
+        clicks = dict(
+            conn.execute(
+                """
+            SELECT i.arm, COUNT(*) FROM feedback f
+            JOIN impressions i ON i.id = (
+                SELECT id FROM impressions WHERE customer_id = f.customer_id
+                AND article_id = f.article_id AND experiment = ? AND ts <= f.ts
+                ORDER BY id DESC LIMIT 1)
+            WHERE f.event = 'click' GROUP BY i.arm
+            """,
+                (experiment,),
+            )
+        )
+        arms = set(shown) | set(clicks)
+        return {
+            a: {"impressions": int(shown.get(a, 0)), "clicks": int(clicks.get(a, 0))}
+            for a in sorted(arms)
+        }
+
+    def save_experiment(self, name: str, kind: str, arms: list[str], params: dict) -> None:
+        self._conn().execute(
+            "INSERT OR REPLACE INTO experiments (name, kind, arms, params, created, active) "
+            "VALUES (?, ?, ?, ?, ?, 1)",
+            (name, kind, json.dumps(arms), json.dumps(params), time.time()),
+        )
+
+    def experiments(self) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT name, kind, arms, params, created, active FROM experiments ORDER BY created"
+        )
+        return [
+            {
+                "name": n,
+                "kind": k,
+                "arms": json.loads(a),
+                "params": json.loads(p),
+                "created": c,
+                "active": bool(act),
+            }
+            for n, k, a, p, c, act in rows
+        ]

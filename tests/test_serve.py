@@ -1,0 +1,285 @@
+"""The API and pages against the app (httpx TestClient), on stores with obvious answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from fashionrec.data.ingest import ingest
+from fashionrec.serve import experiments, versions
+from fashionrec.serve.app import Settings, create_app
+from fashionrec.serve.store import SQLiteStore
+
+from .conftest import known_answer_rows, write_tables
+
+KEY = {"X-API-Key": "test-key"}
+
+
+def publish_all(dataset: Path, root: Path, names: list[str], serving: str) -> None:
+    from fashionrec import artifacts
+    from fashionrec.data.dataset import Dataset
+    from fashionrec.models import registry
+
+    data = Dataset.load(dataset)
+    for name in names:
+        path = artifacts.save(
+            registry.create(name).fit(data), root.parent / f"art-{name}", dataset_hash=data.hash
+        )
+        versions.publish(path, root, serve=name == serving)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("serve")
+    write_tables(root / "src", known_answer_rows(), [f"A{i}" for i in range(7)])
+    ingest(root / "src", root / "ds")
+    publish_all(root / "ds", root / "registry", ["decay", "repurchase", "popular"], "repurchase")
+    return root / "ds", root / "registry"
+
+
+@pytest.fixture
+def client(served: tuple[Path, Path], tmp_path: Path):
+    dataset, registry = served
+    # a fresh copy of the registry state per test, so promotions do not leak between tests
+    state = versions.read(registry)
+    settings = Settings(
+        models=registry, dataset=dataset, store=tmp_path / "fb.sqlite3", api_key="test-key"
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+    versions.write(registry, state)
+
+
+def articles(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [i["article_id"] for i in response.json()["items"]]
+
+
+def test_health_and_metrics(client: TestClient) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "repurchase"
+    assert health["articles"] == 7
+    client.get("/customers/u0/recommendations")
+    text = client.get("/metrics").text
+    assert 'fashionrec_requests_total{route="/customers/{customer_id}/recommendations"' in text
+    assert 'fashionrec_serving_model{model="repurchase",version="v1"} 1.0' in text
+    assert "fashionrec_request_seconds_bucket" in text
+
+
+def test_personal_and_cold_start(client: TestClient) -> None:
+    r = client.get("/customers/u0/recommendations", params={"k": 3})
+    assert articles(r)[0] == "A4"  # u0's own repeated purchase
+    body = r.json()
+    assert body["model"] == "repurchase" and body["version"] == "v1" and body["known_customer"]
+    assert {"article_id", "score", "prod_name"} <= set(body["items"][0])
+    r = client.get("/customers/somebody-new/recommendations", params={"k": 2})
+    assert articles(r) == ["A1", "A4"]  # the decay fallback
+    assert r.json()["known_customer"] is False
+    assert articles(client.get("/customers/u0/recommendations?model=decay&k=1")) == ["A1"]
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("/customers/u0/recommendations?k=0", 422),
+        ("/customers/u0/recommendations?k=101", 422),
+        ("/customers/" + "x" * 129 + "/recommendations", 422),
+        ("/customers/a%20b/recommendations", 422),
+        ("/customers/u0/recommendations?model=nope", 404),
+        ("/articles/NOPE/also-bought", 404),
+    ],
+)
+def test_input_limits(client: TestClient, url: str, code: int) -> None:
+    r = client.get(url)
+    assert r.status_code == code
+    assert r.json()["detail"]
+
+
+def test_unlike_is_immediate_and_durable(
+    served: tuple[Path, Path], client: TestClient, tmp_path: Path
+) -> None:
+    body = {"customer_id": "u0", "article_id": "A4", "event": "unlike"}
+    assert client.post("/feedback", json=body).status_code == 401
+    assert client.post("/feedback", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+    r = client.post("/feedback", json=body, headers=KEY)
+    assert r.status_code == 200 and r.json()["stored"]
+    assert "A4" not in articles(client.get("/customers/u0/recommendations?k=5"))
+    assert len(articles(client.get("/customers/u0/recommendations?k=5"))) == 5
+    # a restarted server on the same store still honours it
+    dataset, registry = served
+    settings = Settings(
+        models=registry, dataset=dataset, store=tmp_path / "fb.sqlite3", api_key="test-key"
+    )
+    with TestClient(create_app(settings)) as again:
+        assert "A4" not in articles(again.get("/customers/u0/recommendations?k=5"))
+    bad = {"customer_id": "u0", "article_id": "A4", "event": "love"}
+    assert client.post("/feedback", json=bad, headers=KEY).status_code == 422
+
+
+def test_purchase_changes_the_next_list_without_retraining(client: TestClient) -> None:
+    before = articles(client.get("/customers/u9/recommendations?k=3"))
+    assert "A3" not in before
+    body = {"customer_id": "u9", "article_id": "A3", "event": "purchase"}
+    assert client.post("/feedback", json=body, headers=KEY).status_code == 200
+    assert articles(client.get("/customers/u9/recommendations?k=3"))[0] == "A3"
+
+
+def test_promote_and_rollback(client: TestClient) -> None:
+    assert client.post("/models/decay/promote").status_code == 401
+    info = client.post("/models/decay/promote", headers=KEY).json()
+    assert info["serving"] == "decay/v1" and set(info["models"]) == {
+        "decay",
+        "repurchase",
+        "popular",
+    }
+    assert client.get("/health").json()["model"] == "decay"
+    assert articles(client.get("/customers/u0/recommendations?k=1")) == ["A1"]
+    assert client.post("/models/rollback", headers=KEY).json()["serving"] == "repurchase/v1"
+    assert articles(client.get("/customers/u0/recommendations?k=1")) == ["A4"]
+    assert client.post("/models/nope/promote", headers=KEY).status_code == 404
+    assert client.post("/models/decay/promote?version=v9", headers=KEY).status_code == 404
+
+
+def test_new_customer_without_segments_gets_popular(client: TestClient) -> None:
+    r = client.post("/recommendations/new-customer", json={"attributes": {"age": 30}, "k": 2})
+    assert articles(r) == ["A1", "A4"]
+
+
+def test_ab_experiment_assigns_deterministically_and_counts_clicks(client: TestClient) -> None:
+    exp = {"name": "ab1", "kind": "ab", "arms": ["repurchase", "decay"]}
+    assert client.post("/experiments", json=exp, headers=KEY).status_code == 200
+    arms = {}
+    for c in [f"u{i}" for i in range(12)]:
+        r = client.get(f"/customers/{c}/recommendations?experiment=ab1&k=2").json()
+        again = client.get(f"/customers/{c}/recommendations?experiment=ab1&k=2").json()
+        assert r["arm"] == again["arm"] == experiments.ab_arm(c, "ab1", exp["arms"])
+        arms[c] = r["arm"]
+        assert r["model"] == r["arm"]
+    assert set(arms.values()) == {"repurchase", "decay"}
+    clicked = next(c for c, a in arms.items() if a == "decay")
+    shown = articles(client.get(f"/customers/{clicked}/recommendations?experiment=ab1&k=2"))
+    client.post(
+        "/feedback",
+        headers=KEY,
+        json={"customer_id": clicked, "article_id": shown[0], "event": "click"},
+    )
+    report = {e["name"]: e for e in client.get("/experiments").json()}["ab1"]
+    rows = {r["arm"]: r for r in report["rows"]}
+    assert rows["decay"]["clicks"] == 1 and rows["repurchase"]["clicks"] == 0
+    # 12 customers x 2 requests x 2 articles, and the clicked customer once more
+    assert rows["decay"]["impressions"] + rows["repurchase"]["impressions"] == 12 * 2 * 2 + 2
+    assert 0 <= report["p_value"] <= 1
+    assert client.get("/customers/u0/recommendations?experiment=none").status_code == 404
+    page = client.get("/experiments-page").text
+    assert "ab1" in page and "p =" in page
+
+
+def test_bandits_prefer_the_clicked_arm() -> None:
+    rng = np.random.default_rng(0)
+    stats = {"a": {"impressions": 1000, "clicks": 200}, "b": {"impressions": 1000, "clicks": 20}}
+    picks = [experiments.thompson(stats, ["a", "b"], rng) for _ in range(200)]
+    assert picks.count("a") == 200
+    picks = [experiments.epsilon_greedy(stats, ["a", "b"], 0.2, rng) for _ in range(1000)]
+    assert 0.85 < picks.count("a") / 1000 < 0.95  # 1 - eps/2 = 0.9 in expectation
+
+
+def test_pages(client: TestClient) -> None:
+    home = client.get("/")
+    assert home.status_code == 200 and "Trending now" in home.text
+    page = client.get("/customer", params={"customer_id": "u0"}).text
+    assert page.count('class="card"') >= 6 and "Selected favourites" in page
+    token = page.split('name="token" value="')[1].split('"')[0]
+    r = client.post(
+        "/customer/u0/feedback",
+        data={"article_id": "A4", "event": "unlike", "token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    page = client.get("/customer", params={"customer_id": "u0"}).text
+    assert 'data-article="A4"' not in page.split("Recently bought")[0]
+    forged = client.post(
+        "/customer/u0/feedback", data={"article_id": "A1", "event": "unlike", "token": "forged"}
+    )
+    assert forged.status_code == 403
+    assert client.get("/article/A1").status_code == 200
+    assert client.get("/article/NOPE").status_code == 404
+    assert "New customer" in client.get("/new-customer").text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_acknowledged_feedback_is_lost_when_killed(
+    served: tuple[Path, Path], tmp_path: Path
+) -> None:
+    dataset, registry = served
+    port, store = _free_port(), tmp_path / "kill.sqlite3"
+    env = {**os.environ, "FASHIONREC_API_KEY": "test-key"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fashionrec.cli",
+            "-q",
+            "serve",
+            str(registry),
+            "--dataset",
+            str(dataset),
+            "--port",
+            str(port),
+            "--store",
+            str(store),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    acked: list[int] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+        def writer(n: int) -> None:
+            with httpx.Client(timeout=5) as c:
+                for _ in range(400):
+                    body = {"customer_id": f"w{n}", "article_id": "A1", "event": "click"}
+                    try:
+                        r = c.post(f"{url}/feedback", json=body, headers=KEY)
+                    except httpx.TransportError:
+                        return
+                    if r.status_code == 200:
+                        acked.append(r.json()["id"])
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        while len(acked) < 50:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # no shutdown: whatever was acknowledged must be there
+        for t in threads:
+            t.join()
+    finally:
+        proc.kill()
+        proc.wait()
+    stored = {r[0] for r in SQLiteStore(store)._conn().execute("SELECT id FROM feedback")}
+    assert len(acked) >= 50
+    assert set(acked) <= stored
