@@ -272,7 +272,8 @@ def test_no_acknowledged_feedback_is_lost_when_killed(
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
         for t in threads:
             t.start()
-        while len(acked) < 50:
+        deadline = time.monotonic() + 60
+        while len(acked) < 50 and time.monotonic() < deadline:
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)  # no shutdown: whatever was acknowledged must be there
         for t in threads:

@@ -187,16 +187,43 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     store: Annotated[Path | None, typer.Option(help="SQLite feedback store file.")] = None,
     force: Annotated[bool, typer.Option(help="Serve models fitted on another dataset.")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
 ) -> None:
     """Serve the API (docs at /docs) and the shop web page."""
+    import secrets
+
     import uvicorn
 
     from fashionrec.serve.app import Service, Settings, create_app
 
-    settings = Settings(models=models, dataset=dataset, store=store, force=force)
+    key = os.environ.get("FASHIONREC_API_KEY") or secrets.token_urlsafe(18)
+    settings = Settings(models=models, dataset=dataset, store=store, force=force, api_key=key)
     service = Service(settings)  # before binding the port: a bad path is a clear error
+    if not os.environ.get("FASHIONREC_API_KEY"):
+        typer.echo(f"fashionrec: API key for write and admin endpoints: {key}")
     typer.echo(f"fashionrec: serving on http://{host}:{port} (API docs at /docs)")
-    uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning")
+    if workers == 1:
+        uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning")
+        return
+    # every worker process builds its own Service from the same settings (and the same key)
+    os.environ["FASHIONREC_SERVE_SETTINGS"] = json.dumps(
+        {
+            "models": str(service.root),
+            "dataset": str(dataset),
+            "store": str(service.store.path),
+            "force": force,
+            "api_key": key,
+        }
+    )
+    del service
+    uvicorn.run(
+        "fashionrec.serve.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
 
 
 @app.command()

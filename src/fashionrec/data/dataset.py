@@ -23,7 +23,7 @@ TABLE_FILES = ("transactions.parquet", "articles.parquet", "customers.parquet", 
 AGE_BANDS = (16, 25, 35, 45, 55, 65)  # lower bounds: 16-24, 25-34, ..., 65+
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IdMap:
     """External string ids <-> dense indices 0..n-1 (the index is the position in `ids`)."""
 
@@ -34,10 +34,17 @@ class IdMap:
 
     def to_index(self, ids: list[str] | np.ndarray | pl.Series) -> np.ndarray:
         """int32 indices for `ids`; -1 for an id we have never seen."""
+        if len(ids) <= 16:  # a request for one customer: a dict lookup, not a join
+            lookup = self._lookup
+            return np.array([lookup.get(i, -1) for i in ids], dtype=np.int32)
         query = pl.DataFrame({"id": pl.Series(ids, dtype=pl.String)})
         table = pl.DataFrame({"id": self.ids, "idx": np.arange(len(self), dtype=np.int32)})
         joined = query.join(table, on="id", how="left", maintain_order="left")
         return joined["idx"].fill_null(-1).to_numpy().astype(np.int32)
+
+    @cached_property
+    def _lookup(self) -> dict[str, int]:
+        return {value: i for i, value in enumerate(self.ids.to_list())}
 
     def to_ids(self, index: np.ndarray) -> np.ndarray:
         """String ids for indices (object array); -1 maps to None."""

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -35,6 +36,7 @@ from fashionrec.serve.store import SQLiteStore, Store
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
+CACHE_K = 24  # precomputed list length per customer; longer requests are computed live
 DISPLAY_COLUMNS = (
     "prod_name",
     "product_type_name",
@@ -96,13 +98,15 @@ class Service:
             print(f"fashionrec: API key for write and admin endpoints: {self.api_key}", flush=True)
         self.metrics = Metrics()
         self._models: dict[str, Any] = {}
+        self._arm_cache: dict[str, tuple[float, dict]] = {}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
         self.rng = np.random.default_rng()
         self.display = _display_table(self.data)
         self.sample_customers = _sample_customers(self.data)
         self.history = self.data.sequences()
         self.serving = self._initial_serving()
-        self.model(self.serving)  # fail at start, not on the first request
+        self.precompute(self.serving)  # also fails at start, not on the first request
         self._set_gauge()
 
     # ---- models ---------------------------------------------------------------------------
@@ -112,6 +116,19 @@ class Service:
         if ref is None:
             raise ConfigError(f"{self.root}: no model is published")
         return ref
+
+    def precompute(self, ref: str) -> None:
+        """Top CACHE_K for every customer (and, in the last row, for an unknown one), so that a
+        request is a lookup; customers with feedback since the fit are still computed live."""
+        model = self.model(ref)
+        users = np.arange(-1, self.data.n_users)
+        t0 = time.perf_counter()
+        recs = model.recommend(users, CACHE_K)
+        items, scores = np.roll(recs.items, -1, axis=0), np.roll(recs.scores, -1, axis=0)
+        self._cache[ref] = (items, scores)
+        log.info(
+            "precomputed %s for %d customers in %.1fs", ref, len(users), time.perf_counter() - t0
+        )
 
     def model(self, ref: str) -> Any:
         """The loaded model for 'name/vN' (loaded once, then cached)."""
@@ -141,7 +158,7 @@ class Service:
 
     def promote(self, name: str, version: str | None) -> str:
         ref = versions.resolve(self.root, name, version)
-        self.model(ref)  # load before the swap: requests never wait on a load
+        self.precompute(ref)  # before the swap: requests never wait on a load
         with self._lock:
             state = versions.promote_state(versions.read(self.root), ref)
             versions.write(self.root, state)
@@ -155,7 +172,7 @@ class Service:
             if not state["history"]:
                 raise ConfigError("nothing to roll back to")
             ref = state["history"][-1]
-        self.model(ref)
+        self.precompute(ref)
         with self._lock:
             versions.write(self.root, {"serving": ref, "history": state["history"][:-1]})
             self.serving = ref
@@ -177,19 +194,24 @@ class Service:
         arm = None
         if experiment is not None:
             exp = self.experiment(experiment)
-            arm = experiments.choose(exp, customer_id, self.store.arm_stats(experiment), self.rng)
+            arm = experiments.choose(exp, customer_id, self.arm_stats(experiment), self.rng)
             model_name = arm
         ref = self.resolve(model_name)
         model = self.model(ref)
         user = self.data.user_ids.to_index([customer_id])
-        unliked = self._items(self.store.articles(customer_id, "unlike"))
-        bought = self._items(self.store.articles(customer_id, "purchase"))
+        events = self.store.history(customer_id)
+        unliked, bought = self._items(events["unlike"]), self._items(events["purchase"])
         want = k + len(unliked)
-        if bought.size and hasattr(model, "recommend_with"):
-            recs = model.recommend_with(user, [bought], want)
+        live = bought.size and hasattr(model, "recommend_with")
+        cached = self._cache.get(ref)
+        if cached is not None and not live and want <= cached[0].shape[1]:
+            row = int(user[0]) if user[0] >= 0 else -1  # the last row holds the cold-start list
+            items, scores = cached[0][row], cached[1][row]
         else:
-            recs = model.recommend(user, want)
-        items, scores = recs.items[0], recs.scores[0]
+            recs = (
+                model.recommend_with(user, [bought], want) if live else model.recommend(user, want)
+            )
+            items, scores = recs.items[0], recs.scores[0]
         keep = (items >= 0) & ~np.isin(items, unliked)
         items, scores = items[keep][:k], scores[keep][:k]
         out = self.listing(items, scores)
@@ -298,6 +320,14 @@ class Service:
                 return exp
         raise KeyError(name)
 
+    def arm_stats(self, experiment: str, max_age: float = 2.0) -> dict[str, dict[str, int]]:
+        """Arm statistics for a bandit, recomputed at most every `max_age` seconds."""
+        cached = self._arm_cache.get(experiment)
+        if cached is None or time.monotonic() - cached[0] > max_age:
+            cached = (time.monotonic(), self.store.arm_stats(experiment))
+            self._arm_cache[experiment] = cached
+        return cached[1]
+
     def experiment_reports(self) -> list[dict]:
         return [
             experiments.report(e, self.store.arm_stats(e["name"])) for e in self.store.experiments()
@@ -342,6 +372,36 @@ def _sample_customers(data: Dataset, n: int = 8) -> list[str]:
     return data.user_ids.to_ids(recent["user"].to_numpy()).tolist()
 
 
+class Observe:
+    """Request counts and latency per route template (pure ASGI: BaseHTTPMiddleware costs more
+    than a whole recommendation)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            service = getattr(scope["app"].state, "service", None)
+            if service is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                service.metrics.requests.labels(path, str(status)).inc()
+                service.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     """The app; the Service (or the one given) is set up in `lifespan`."""
     from fashionrec.serve import pages, routes
@@ -351,6 +411,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         app.state.service = service or Service(settings)
         log.info("serving %s on %s", app.state.service.serving, settings.dataset)
         yield
+        app.state.service.store.flush()
 
     app = FastAPI(
         title="fashionrec",
@@ -363,20 +424,23 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(pages.router)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        service = getattr(request.app.state, "service", None)
-        if service is not None:
-            service.metrics.requests.labels(path, str(response.status_code)).inc()
-            service.metrics.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(Observe)
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """App factory for `uvicorn --workers N`: settings come from $FASHIONREC_SERVE_SETTINGS."""
+    raw = json.loads(os.environ["FASHIONREC_SERVE_SETTINGS"])
+    return create_app(
+        Settings(
+            **{
+                k: Path(v) if k in ("models", "dataset", "store") and v else v
+                for k, v in raw.items()
+            }
+        )
+    )

@@ -56,6 +56,10 @@ class Store(Protocol):
 
     def articles(self, customer_id: str, event: str) -> list[str]: ...
 
+    def history(self, customer_id: str) -> dict[str, list[str]]: ...
+
+    def flush(self) -> None: ...
+
     def log_impressions(
         self,
         customer_id: str,
@@ -78,20 +82,27 @@ class Store(Protocol):
 class SQLiteStore:
     """Store on one SQLite file; one connection per thread, WAL so readers never block writers."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, flush_seconds: float = 1.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._buffer: list[tuple] = []
+        self._buffer_lock = threading.Lock()
+        self._flushed = time.time()
+        self.flush_seconds = flush_seconds
         with self._conn() as conn:
             conn.executescript(SCHEMA)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+    def _conn(self, durable: bool = True) -> sqlite3.Connection:
+        """This thread's connection: synchronous=FULL (fsync on commit) for feedback; NORMAL for
+        the impression log, which then survives a killed process but maybe not a power cut."""
+        key = "durable" if durable else "fast"
+        conn = getattr(self._local, key, None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            setattr(self._local, key, conn)
         return conn
 
     def add_feedback(self, customer_id: str, article_id: str, event: str) -> int:
@@ -112,6 +123,18 @@ class SQLiteStore:
         )
         return [r[0] for r in rows]
 
+    def history(self, customer_id: str) -> dict[str, list[str]]:
+        """A customer's unliked and purchased articles (oldest first), in one query."""
+        out: dict[str, list[str]] = {"unlike": [], "purchase": []}
+        rows = self._conn().execute(
+            "SELECT event, article_id FROM feedback WHERE customer_id = ? "
+            "AND event IN ('unlike', 'purchase') ORDER BY id",
+            (customer_id,),
+        )
+        for event, article in rows:
+            out[event].append(article)
+        return out
+
     def log_impressions(
         self,
         customer_id: str,
@@ -121,9 +144,25 @@ class SQLiteStore:
         experiment: str | None,
         arm: str | None,
     ) -> None:
+        """Buffered: written in batches (at most `flush_seconds` late), because one transaction
+        per request would cost more than the recommendation itself. Impressions are analytics;
+        feedback is what must never be lost."""
         now = time.time()
         rows = [(now, customer_id, a, model, version, experiment, arm) for a in article_ids]
-        conn = self._conn()
+        with self._buffer_lock:
+            self._buffer.extend(rows)
+            due = len(self._buffer) >= 2048 or now - self._flushed > self.flush_seconds
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered impressions."""
+        with self._buffer_lock:
+            rows, self._buffer = self._buffer, []
+            self._flushed = time.time()
+        if not rows:
+            return
+        conn = self._conn(durable=False)
         conn.execute("BEGIN")
         conn.executemany(
             "INSERT INTO impressions (ts, customer_id, article_id, model, version, experiment, arm)"
@@ -134,6 +173,7 @@ class SQLiteStore:
 
     def arm_of_click(self, customer_id: str, article_id: str) -> tuple[str, str] | None:
         """(experiment, arm) of the latest impression of this article to this customer."""
+        self.flush()
         row = (
             self._conn()
             .execute(
@@ -147,6 +187,7 @@ class SQLiteStore:
 
     def arm_stats(self, experiment: str) -> dict[str, dict[str, int]]:
         """Per arm: impressions (articles shown) and clicks on an article shown by that arm."""
+        self.flush()
         conn = self._conn()
         shown = dict(
             conn.execute(
