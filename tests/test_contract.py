@@ -18,6 +18,7 @@ KNOWN_TOP = {
     "popular": ("u5", "A1"),
     "decay": ("u5", "A1"),
     "repurchase": ("u0", "A4"),
+    "segments": ("u5", "A1"),  # tiny segments shrink to decay; u0 -> A4 in test_segments.py
 }
 # Parameters that make a model quick on the tiny fixtures (defaults otherwise).
 FAST: dict[str, dict] = {}
@@ -73,6 +74,8 @@ def test_unknown_and_cold_users_get_the_fallback(name: str, random_dataset: Data
     assert cold, "the fixture has customers without purchases"
     recs = model.recommend(np.array([-1, cold[0]]), 12)
     assert (recs.items >= 0).all()
+    if getattr(model, "cold_start_by_attributes", False):
+        return  # cold customers are served by their attributes (tested in the model's tests)
     np.testing.assert_array_equal(recs.items[0], recs.items[1])
 
 

@@ -284,3 +284,31 @@ def test_no_acknowledged_feedback_is_lost_when_killed(
     stored = {r[0] for r in SQLiteStore(store)._conn().execute("SELECT id FROM feedback")}
     assert len(acked) >= 50
     assert set(acked) <= stored
+
+
+def test_new_customer_is_served_by_their_segment(tmp_path: Path) -> None:
+    # two clear groups: young customers buy Y1, older ones O1; new customers follow their age band
+    rows, customers = [], []
+    for i in range(40):
+        young = i % 2 == 0
+        customers.append(f"c{i},{22 if young else 58},{'M' if young else 'F'}")
+        rows += [(f"2024-03-{1 + j:02d}", f"c{i}", "Y1" if young else "O1") for j in range(3)]
+        rows.append(("2024-03-05", f"c{i}", "Z9" if i < 4 else "Y2"))
+    src = write_tables(tmp_path / "src", rows, ["Y1", "Y2", "O1", "Z9"])
+    (src / "customers.csv").write_text("customer_id,age,gender\n" + "\n".join(customers) + "\n")
+    ingest(src, tmp_path / "ds")
+    publish_all(tmp_path / "ds", tmp_path / "reg", ["decay", "segments"], "decay")
+    settings = Settings(models=tmp_path / "reg", dataset=tmp_path / "ds",
+                        store=tmp_path / "fb.sqlite3", api_key="k")
+    with TestClient(create_app(settings)) as c:
+        young = c.post("/recommendations/new-customer", json={"attributes": {"age": 21}})
+        old = c.post("/recommendations/new-customer", json={"attributes": {"age": 60}})
+        assert articles(young)[0] == "Y1" and articles(old)[0] == "O1"
+        assert young.json()["model"] == "segments"
+        assert young.json()["segment"] != old.json()["segment"]
+        bad = c.post("/recommendations/new-customer", json={"attributes": {"shoe": "42"}})
+        assert bad.status_code == 422
+        form = c.get("/new-customer").text
+        assert 'name="age_band"' in form and 'name="gender"' in form  # the segments' fields
+        page = c.post("/new-customer", data={"age_band": "55-64", "gender": ""}).text
+        assert page.index('data-article="O1"') < page.index('data-article="Y1"')

@@ -343,6 +343,45 @@ def evaluate(
         _write_atomic(markdown, f"{header}\n\n{table}\n")
 
 
+def parse_k_range(text: str) -> list[int]:
+    """`2..10` (both ends included) or `2,4,8` as sorted distinct segment counts >= 1."""
+    try:
+        if ".." in text:
+            lo, hi = (int(part) for part in text.split("..", 1))
+            ks = list(range(lo, hi + 1))
+        else:
+            ks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--k-range {text!r}: expected 2..10 or 2,4,8") from None
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"--k-range {text!r}: give at least one k of 1 or more")
+    return sorted(set(ks))
+
+
+@app.command()
+def segments(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory from `ingest`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for elbow.json, elbow.png.")],
+    k_range: Annotated[str, typer.Option(help="Segment counts to try: 2..10 or 2,4,8.")] = "2..10",
+    seed: Annotated[int, typer.Option(help="Random seed of the k-modes starts.")] = 0,
+    param: Params = None,
+) -> None:
+    """Cluster the customers of DATASET into k segments for each k and suggest k (the elbow)."""
+    from fashionrec.data.dataset import Dataset
+    from fashionrec.models.segments import elbow
+
+    ks = parse_k_range(k_range)
+    params = parse_params(param, ["segments"])["segments"]
+    result = elbow(Dataset.load(dataset), ks, out, seed=seed, **params)
+    for k, cost in zip(result["k"], result["cost"], strict=True):
+        mark = "  <- suggested" if k == result["suggested_k"] else ""
+        typer.echo(f"k={k:>3}  cost per customer {cost:.4f}{mark}")
+    typer.echo(
+        f"{out}: elbow.json, elbow.png ({result['customers']:,} customers; "
+        f"{result['source']} attributes: {', '.join(result['attributes'])})"
+    )
+
+
 def main() -> None:
     """Entry point: user mistakes become one clear line on stderr and exit code 2."""
     try:

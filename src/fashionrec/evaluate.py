@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,31 @@ def breakdown(recs: np.ndarray, split: Split, k: int, by: str) -> list[dict[str,
     )
 
 
+@dataclass(frozen=True)
+class Run:
+    """One model fitted on a split and its recommendations for the split's test buyers."""
+
+    name: str
+    model: Any
+    users: np.ndarray
+    recs: np.ndarray
+    fit_s: float
+    recommend_s: float
+
+
+def fit_recommend(
+    name: str, params: dict[str, Any], split: Split, k: int, *, exclude_seen: bool = False
+) -> Run:
+    """Fit `name` on the split's training data and recommend k articles to every test buyer."""
+    model = registry.create(name, **params)
+    t0 = time.perf_counter()
+    model.fit(split.train)
+    t1 = time.perf_counter()
+    users, _ = truth_of(split.test)
+    recs = model.recommend(users, k, exclude_seen=exclude_seen)
+    return Run(name, model, users, recs.items, t1 - t0, time.perf_counter() - t1)
+
+
 def run_model(
     name: str,
     params: dict[str, Any],
@@ -96,22 +122,16 @@ def run_model(
     by: str | None = None,
 ) -> dict[str, Any]:
     """Fit `name` on the split's training data, recommend for the test buyers, score them."""
-    model = registry.create(name, **params)
-    t0 = time.perf_counter()
-    model.fit(split.train)
-    t1 = time.perf_counter()
-    users, _ = truth_of(split.test)
-    recs = model.recommend(users, k, exclude_seen=exclude_seen)
-    t2 = time.perf_counter()
+    run = fit_recommend(name, params, split, k, exclude_seen=exclude_seen)
     row = {
         "model": name,
-        **score_recs(recs.items, split, k),
-        "fit_s": t1 - t0,
-        "recommend_s": t2 - t1,
-        "users": len(users),
+        **score_recs(run.recs, split, k),
+        "fit_s": run.fit_s,
+        "recommend_s": run.recommend_s,
+        "users": len(run.users),
     }
     if by is not None:
-        row["by"] = breakdown(recs.items, split, k, by)
+        row["by"] = breakdown(run.recs, split, k, by)
     log.info("%s on %s: map@%d %.4f", name, split.label, k, row[f"map@{k}"])
     return row
 

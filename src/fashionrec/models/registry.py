@@ -11,6 +11,7 @@ MODELS: dict[str, str] = {
     "popular": "fashionrec.models.popular:Popular",
     "decay": "fashionrec.models.popular:Decay",
     "repurchase": "fashionrec.models.repurchase:Repurchase",
+    "segments": "fashionrec.models.segments:Segments",
 }
 
 

@@ -284,6 +284,14 @@ class Service:
     def attribute_choices(self) -> dict[str, list[str]]:
         """New-customer form fields: customers-table attributes (an empty list = a number), or
         article preferences when the retailer has no customer attributes."""
+        try:
+            segments = self.model(versions.resolve(self.root, "segments"))
+            return {
+                name: [] if values == "number" else list(values)
+                for name, values in segments.options().items()
+            }
+        except ConfigError:
+            pass  # no segments model: offer the raw columns
         fields: dict[str, list[str]] = {}
         frame = self.data.customers.drop("user", "customer_id")
         for col in frame.columns:

@@ -146,7 +146,10 @@ async def new_customer(request: Request) -> HTMLResponse:
             given["age"] = float(given["age"])
         except ValueError:
             given.pop("age")
-    result = svc.new_customer(given, 12)
+    try:
+        result = svc.new_customer(given, 12)
+    except ConfigError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     return _render(request, "new_customer.html", fields=fields, result=result, given=given)
 
 

@@ -106,7 +106,10 @@ async def similar(svc: Svc, article_id: IdPath, k: KQuery = 12) -> dict:
 @router.post("/recommendations/new-customer", response_model=schemas.Recommendations)
 async def new_customer(svc: Svc, body: schemas.NewCustomer) -> dict:
     """Attributes -> segment -> recommendations."""
-    return svc.new_customer(body.attributes, body.k)
+    try:
+        return svc.new_customer(body.attributes, body.k)
+    except ConfigError as exc:  # an attribute the segments do not know
+        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
 @router.post("/feedback", response_model=schemas.FeedbackAck, dependencies=[Key])
