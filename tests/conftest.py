@@ -100,3 +100,9 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     out = tmp_path_factory.mktemp("retail") / "ds"
     ingest(BUNDLED, out)
     return Dataset.load(out)
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run records of CLI calls in tests go to a temporary directory, not ./runs."""
+    monkeypatch.setenv("FASHIONREC_RUNS", str(tmp_path_factory.getbasetemp() / "runs"))

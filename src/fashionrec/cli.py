@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import typer
 
-from fashionrec import __version__
+from fashionrec import __version__, tracking
 from fashionrec.errors import ConfigError, FashionrecError
 
 app = typer.Typer(
@@ -27,6 +27,10 @@ app = typer.Typer(
 )
 log = logging.getLogger("fashionrec")
 
+Track = Annotated[
+    str,
+    typer.Option(help="Also log the run to: none or mlflow (a run record always goes to ./runs)."),
+]
 Params = Annotated[
     list[str] | None,
     typer.Option(
@@ -141,6 +145,7 @@ def fit(
         bool, typer.Option(help="With --registry: make it the serving model.")
     ] = False,
     param: Params = None,
+    track: Track = "none",
 ) -> None:
     """Fit MODEL on all transactions of DATASET; save it as an artifact or publish it."""
     from fashionrec import artifacts
@@ -157,14 +162,22 @@ def fit(
     fit_s = time.perf_counter() - t0
     if out is not None:
         artifacts.save(fitted, out, dataset_hash=data.hash, extra={"fit_s": fit_s})
-        typer.echo(f"{out}: {model} fitted in {fit_s:.1f}s")
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = artifacts.save(
-            fitted, Path(tmp) / model, dataset_hash=data.hash, extra={"fit_s": fit_s}
-        )
-        ref = versions.publish(path, registry_dir, serve=serve)
-    typer.echo(f"{registry_dir}/{ref}: {model} fitted in {fit_s:.1f}s")
+        where = str(out)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = artifacts.save(
+                fitted, Path(tmp) / model, dataset_hash=data.hash, extra={"fit_s": fit_s}
+            )
+            where = f"{registry_dir}/{versions.publish(path, registry_dir, serve=serve)}"
+    tracking.record(
+        "fit",
+        params={"model": model, **params, "dataset": str(dataset)},
+        dataset_hash=data.hash,
+        artifacts=[where],
+        timings={"fit_s": fit_s},
+        track=track,
+    )
+    typer.echo(f"{where}: {model} fitted in {fit_s:.1f}s")
 
 
 @app.command()
@@ -303,6 +316,7 @@ def evaluate(
     param: Params = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the table here.")] = None,
+    track: Track = "none",
     by: Annotated[
         str | None,
         typer.Option(
@@ -330,7 +344,26 @@ def evaluate(
         if folds > 1
         else [make_split(data, split, test_days=test_days, fraction=fraction)]
     )
+    t0 = time.perf_counter()
     rows = run([(n, params[n]) for n in names], splits, k, exclude_seen=exclude_seen, by=by)
+    tracking.record(
+        "evaluate",
+        params={
+            "dataset": str(dataset),
+            "models": params,
+            "split": split,
+            "test_days": test_days,
+            "folds": folds,
+            "k": k,
+            "exclude_seen": exclude_seen,
+            "by": by,
+        },
+        dataset_hash=data.hash,
+        metrics=[{key: v for key, v in r.items() if key not in ("by", "test")} for r in rows],
+        artifacts=[str(p) for p in (json_out, markdown) if p is not None],
+        timings={"total_s": time.perf_counter() - t0},
+        track=track,
+    )
     table = markdown_table(rows, table_columns(k))
     header = f"{dataset} · {splits[0].label}" + (f" · {folds} folds" if folds > 1 else "")
     for row in rows if by is not None else []:
@@ -341,6 +374,47 @@ def evaluate(
         _write_atomic(json_out, json.dumps(rows, indent=2) + "\n")
     if markdown is not None:
         _write_atomic(markdown, f"{header}\n\n{table}\n")
+
+
+@app.command()
+def report(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory from `ingest`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the report.")],
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popular,decay,"
+    "repurchase",
+    test_days: Annotated[int, typer.Option(min=1, help="Test period (the week split).")] = 7,
+    k: Annotated[int, typer.Option(min=1, max=100)] = 12,
+    k_range: Annotated[str, typer.Option(help="Segment counts for the elbow.")] = "2..8",
+    param: Params = None,
+    track: Track = "none",
+) -> None:
+    """An HTML + markdown report: data, segments, models, per group, fairness, popularity bias."""
+    from fashionrec.models import registry
+    from fashionrec.report import build
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        registry.get(name)
+    params = parse_params(param, names)
+    t0 = time.perf_counter()
+    result = build(
+        dataset,
+        [(n, params[n]) for n in names],
+        out,
+        test_days=test_days,
+        k=k,
+        k_values=parse_k_range(k_range),
+    )
+    tracking.record(
+        "report",
+        params={"dataset": str(dataset), "models": params, "k": k, "test_days": test_days},
+        dataset_hash=result["dataset_hash"],
+        metrics=result["rows"],
+        artifacts=[result["html"], result["markdown"]],
+        timings={"total_s": time.perf_counter() - t0},
+        track=track,
+    )
+    typer.echo(f"{result['html']}\n{result['markdown']}")
 
 
 def parse_k_range(text: str) -> list[int]:

@@ -188,7 +188,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str], key: str = "m
         value = row.get(col)
         if value is None:
             return ""
-        if col in ("users", "relevant"):
+        if col in ("users", "relevant") or isinstance(value, int):
             return f"{round(value):,}"
         digits = 2 if col.endswith("_s") else 4
         text = f"{value:.{digits}f}"
