@@ -21,10 +21,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The models `make run` publishes for the web page; the first one serves.
+SERVE_MODELS ?= repurchase decay popular segments
+HOST ?= 127.0.0.1
+PORT ?= 8000
+OUT := $(BUILD)/$(NAME)
+
 run: install
-	$(BIN)/fashionrec ingest $(DATA) --out $(BUILD)/$(NAME)/dataset
-	$(BIN)/fashionrec evaluate $(BUILD)/$(NAME)/dataset --split week --test-days $(TEST_DAYS) \
-		--models $(MODELS) --k 12 --json $(BUILD)/$(NAME)/results.json
+	$(BIN)/fashionrec ingest $(DATA) --out $(OUT)/dataset
+	$(BIN)/fashionrec evaluate $(OUT)/dataset --split week --test-days $(TEST_DAYS) \
+		--models $(MODELS) --k 12 --json $(OUT)/results.json
+	rm -rf $(OUT)/registry
+	@set -e; first=1; for m in $(SERVE_MODELS); do \
+		$(BIN)/fashionrec -q fit $$m $(OUT)/dataset --registry $(OUT)/registry \
+			$$( [ $$first = 1 ] && echo --serve ); first=0; \
+	done
+	$(BIN)/fashionrec serve $(OUT)/registry --dataset $(OUT)/dataset --store $(OUT)/feedback.sqlite3 \
+		--host $(HOST) --port $(PORT)
 
 # Debian's Chromium and ChromeDriver for the browser test (skipped with a reason without them).
 system-deps:
