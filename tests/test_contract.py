@@ -19,9 +19,12 @@ KNOWN_TOP = {
     "decay": ("u5", "A1"),
     "repurchase": ("u0", "A4"),
     "segments": ("u5", "A1"),  # tiny segments shrink to decay; u0 -> A4 in test_segments.py
+    "als": ("u0", "A4"),  # u0 bought A4 three times lately: the strongest confidence
+    "bpr": ("u9", "A0"),  # binary, no recency: A0, bought by all 12 customers, ranks first
 }
 # Parameters that make a model quick on the tiny fixtures (defaults otherwise).
 FAST: dict[str, dict] = {}
+FAST["als"] = {"factors": 8, "regularization": 1.0, "search": "ann"}  # bpr covers "exact"
 MODELS = sorted(registry.MODELS)
 
 

@@ -157,7 +157,9 @@ def extra_matrix(extra: list[np.ndarray], n_items: int) -> sp.csr_matrix:
 
 def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> Recs:
     """Top k of each row of a dense (n, n_items) score matrix, best first; entries in `exclude`
-    (same shape, sparse) and -inf scores are never returned (-1 padding instead)."""
+    (same shape, sparse) and -inf scores are never returned (-1 padding instead). Ties within the
+    top k are ordered by item index; which of several items tied at the k-th score is kept is
+    up to argpartition."""
     scores = np.array(scores, dtype=np.float32, copy=True)
     if exclude is not None and exclude.nnz:
         coo = exclude.tocoo()

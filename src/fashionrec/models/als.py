@@ -1,0 +1,373 @@
+"""Matrix factorisation: implicit's ALS and BPR on the customer x article matrix.
+
+Both learn a vector per customer and per article; a customer's score for an article is the inner
+product of the two. Recommending is a maximum-inner-product search over the articles sold in the
+training data, either exact (batched dense scores, `search="exact"`) or approximate through a
+faiss HNSW index (`search="ann"`, the "AALS" baseline of the H&M thesis: ALS + an ANN index).
+Customers without training purchases (and unknown ones, -1) get time-decayed popularity.
+`rebuy` says whether a customer's own bought articles may come back (None: yes when at least 1%
+of the training purchases repeat a (customer, article) pair, as in retail; no for rating data
+such as MovieLens, where nobody rates a film twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+from threadpoolctl import threadpool_limits
+
+from fashionrec.data.dataset import Dataset
+from fashionrec.errors import ConfigError
+from fashionrec.metrics import hit_matrix
+from fashionrec.models.base import (
+    Recs,
+    batched,
+    first_k,
+    popularity_fallback,
+    rank_list,
+    rows_of,
+    top_k_dense,
+)
+
+log = logging.getLogger(__name__)
+
+Search = Literal["exact", "ann"]
+SCORE_CELLS = 1 << 21  # dense scores per exact chunk (8 MB of float32): measured fastest
+BLOCK = 16  # columns per block of the exact pre-selection (measured: 12-16 are fastest)
+ANN_DEPTH_SHARE = 1 / 128  # deeper ANN queries are cheaper done exactly (see ann_top_k)
+HNSW_M = 32  # graph degree: M=32 beat 8, 16 and 48 on recall per second (Online Retail)
+EF_CONSTRUCTION = 80
+MIN_REBUY_SHARE = 0.01  # below this share of repeat purchases, bought articles are not offered
+
+
+@contextmanager
+def _omp_threads(n: int) -> Iterator[None]:
+    """faiss's OpenMP pool at `n` threads for the block (it is process-wide: restore it)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def repeat_share(data: Dataset) -> float:
+    """Share of purchases that repeat an earlier (customer, article) pair: 0 for rating data."""
+    n = data.transactions.height
+    pairs = data.transactions.select("user", "item").unique().height if n else 0
+    return 1.0 - pairs / n if n else 0.0
+
+
+def subset_columns(mat: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
+    """`mat[:, columns]` for sorted `columns` that hold every stored column (a renumbering)."""
+    pos = np.searchsorted(columns, mat.indices).astype(np.int32)
+    return sp.csr_matrix((mat.data, pos, mat.indptr), shape=(mat.shape[0], len(columns)))
+
+
+def exact_top_k(
+    queries: np.ndarray, items: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+) -> Recs:
+    """Top k rows of `items` by inner product with each query (best first); `exclude`
+    (queries x items, sparse) marks entries never to return. Queries go in chunks whose dense
+    score block is SCORE_CELLS large (measured fastest: big enough for BLAS, small enough for
+    the cache)."""
+    n = len(items)
+    blocks = -(-n // BLOCK) if n > 4 * k * BLOCK else 0  # short catalogues: no pre-selection
+    padded = np.zeros((items.shape[1], blocks * BLOCK if blocks else n), np.float32)
+    padded[:, :n] = items.T  # contiguous (factors, items): the fastest GEMM layout here
+    rows = max(16, SCORE_CELLS // max(n, 1))
+    parts = []
+    for s in range(0, len(queries), rows):
+        scores = queries[s : s + rows] @ padded
+        scores[:, n:] = -np.inf
+        if exclude is not None and exclude[s : s + rows].nnz:
+            coo = exclude[s : s + rows].tocoo()
+            scores[coo.row, coo.col] = -np.inf
+        parts.append(_block_top_k(scores, k, blocks) if blocks else top_k_dense(scores, k))
+    if not parts:
+        return Recs(np.full((0, k), -1, np.int32), np.full((0, k), -np.inf, np.float32))
+    return Recs.concat(parts)
+
+
+def _block_top_k(scores: np.ndarray, k: int, blocks: int) -> Recs:
+    """top_k_dense(scores, k) through a pre-selection, hand-written because argpartition over
+    every column is most of the time of exact search. Column c is in block c % blocks (so the
+    block maxima are an elementwise max of contiguous slices); the k best entries of a row lie in
+    the k blocks with the best maxima, so only those k * BLOCK candidates are ranked. The same
+    scores as top_k_dense on all columns, and exact search as fast as implicit's C++ top-k."""
+    n, width = scores.shape
+    maxima = scores.reshape(n, BLOCK, blocks).max(axis=1)
+    best = np.argpartition(maxima, blocks - k, axis=1)[:, blocks - k :]
+    cols = (best[:, :, None] + blocks * np.arange(BLOCK)).reshape(n, -1)
+    top = top_k_dense(scores.ravel()[cols + width * np.arange(n)[:, None]], k)
+    items = np.where(top.items >= 0, np.take_along_axis(cols, np.maximum(top.items, 0), 1), -1)
+    return Recs(items.astype(np.int32), top.scores)
+
+
+def hnsw_index(items: np.ndarray) -> faiss.Index:
+    """An HNSW graph over `items` searched by inner product.
+
+    Why not the MIPS-to-L2 transform (one extra coordinate sqrt(max_norm^2 - |v|^2), Bachrach et
+    al. 2014, implicit's `augment_inner_product_matrix`)? It is exact in theory but puts every
+    item on a sphere far from all queries, and HNSW navigates that space poorly: on Online Retail
+    `als` factors it reached recall@12 0.23 / 0.39 / 0.71 at efSearch 20 / 64 / 256, against
+    0.97 / 0.999 / 1.0 for the graph built and searched with the inner product itself (ip-NSW,
+    Morozov & Babenko, NeurIPS 2018). The build is single-threaded, so the graph (and every
+    result) is the same on each run.
+    """
+    index = faiss.IndexHNSWFlat(items.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = EF_CONSTRUCTION
+    with _omp_threads(1):
+        index.add(np.ascontiguousarray(items, dtype=np.float32))
+    return index
+
+
+def ann_top_k(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+    ef_search: int,
+    threads: int = 1,
+) -> tuple[Recs, np.ndarray]:
+    """Approximate top k of `index` for each query, skipping the entries of `exclude`.
+
+    A query asks for k + (its number of excluded items) candidates, so that k remain after the
+    filter. Queries are grouped by that depth, rounded up to a power of two, so that each group
+    is one batched faiss call with efSearch >= depth. A graph search costs about efSearch
+    distance evaluations per hop, so beyond a depth of ANN_DEPTH_SHARE of the items exact search
+    is cheaper (measured crossover on Online Retail: depth ~32 of 4,000 articles): such queries
+    are not searched. Returns the Recs and a mask of the rows to recompute exactly (not
+    searched, or left with fewer than k items by the graph).
+    """
+    n_items = index.ntotal
+    n_ex = np.zeros(len(queries), np.int64) if exclude is None else np.diff(exclude.indptr)
+    depth = k + n_ex
+    depth = np.where(n_ex > 0, 1 << np.ceil(np.log2(np.maximum(depth, 2))).astype(np.int64), depth)
+    depth = np.minimum(depth, n_items)
+    searched = (n_ex == 0) | (depth <= max(2 * k, n_items * ANN_DEPTH_SHARE))
+    items = np.full((len(queries), k), -1, np.int32)
+    scores = np.full((len(queries), k), -np.inf, np.float32)
+    with _omp_threads(threads):
+        for d in np.unique(depth[searched]):
+            rows = np.flatnonzero(searched & (depth == d))
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = int(max(ef_search, d))
+            dist, cand = index.search(
+                np.ascontiguousarray(queries[rows], np.float32), int(d), params=params
+            )
+            keep = cand >= 0
+            if exclude is not None:
+                keep &= ~hit_matrix(cand, exclude[rows])
+            part = first_k(cand, dist, keep, k)
+            items[rows], scores[rows] = part.items, part.scores
+    want = np.minimum(k, n_items - n_ex)
+    return Recs(items, scores), ~searched | ((items >= 0).sum(axis=1) < want)
+
+
+@dataclass
+class _Factors:
+    """Serving shared by the factor models: state, cold start, exact and ANN search, similar."""
+
+    fallback: ClassVar[str] = "decay (time-decayed popularity) for cold or unknown customers"
+
+    user_factors_: np.ndarray = field(default=None, init=False, repr=False)
+    item_factors_: np.ndarray = field(default=None, init=False, repr=False)
+    trained_: np.ndarray = field(default=None, init=False, repr=False)
+    seen_: sp.csr_matrix = field(default=None, init=False, repr=False)
+    fill_items_: np.ndarray = field(default=None, init=False, repr=False)
+    fill_scores_: np.ndarray = field(default=None, init=False, repr=False)
+    rebuy_: bool = field(default=None, init=False, repr=False)
+
+    # The subclasses declare the hyper-parameters used here: search, ef_search, seed, threads,
+    # rebuy and fill_half_life (declared there so that each model's parameters read in one place).
+
+    def _implicit(self) -> Any:
+        raise NotImplementedError
+
+    def _matrix(self, data: Dataset) -> sp.csr_matrix:
+        raise NotImplementedError
+
+    def fit(self, data: Dataset) -> Self:
+        if self.search not in ("exact", "ann"):
+            raise ConfigError(f"{self.name}: search must be 'exact' or 'ann', not {self.search!r}")
+        self.seen_ = data.user_items(binary=True)
+        self.trained_ = np.flatnonzero(data.item_popularity() > 0).astype(np.int32)
+        self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
+        share = repeat_share(data)
+        self.rebuy_ = bool(share >= MIN_REBUY_SHARE) if self.rebuy is None else bool(self.rebuy)
+        log.info("%s: repeat share %.3f, rebuy %s", self.name, share, self.rebuy_)
+        # implicit recommends one BLAS thread: its solvers parallelise over users themselves
+        with threadpool_limits(1, "blas"):
+            model = self._implicit()
+            if self.seen_.nnz:
+                model.fit(self._matrix(data), show_progress=False)
+                users, items = model.user_factors, model.item_factors
+            else:
+                users = np.zeros((data.n_users, 1), np.float32)
+                items = np.zeros((data.n_items, 1), np.float32)
+        self.user_factors_ = np.ascontiguousarray(users, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(items, dtype=np.float32)
+        self._index = None
+        return self
+
+    # ---- recommend ---------------------------------------------------------------------------
+
+    def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
+        return batched(users, lambda u: self._recommend(u, k, exclude_seen))
+
+    def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
+        seen = rows_of(self.seen_, users)
+        warm = np.diff(seen.indptr) > 0  # unknown users (-1) have empty rows
+        items = np.full((len(users), k), -1, np.int32)
+        scores = np.full((len(users), k), -np.inf, np.float32)
+        if (~warm).any():
+            cold = rank_list(self.fill_items_, self.fill_scores_, users[~warm], k)
+            items[~warm], scores[~warm] = cold.items, cold.scores
+        if warm.any():
+            exclude = seen[warm] if exclude_seen or not self.rebuy_ else None
+            part = self._top(users[warm], k, exclude)
+            items[warm], scores[warm] = part.items, part.scores
+        return Recs(items, scores)
+
+    def _top(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> Recs:
+        """Top k trained articles for warm `users` by factor score (exact or ANN)."""
+        queries = self.user_factors_[users]
+        exclude = None if exclude is None else subset_columns(exclude, self.trained_)
+        with threadpool_limits(self.threads, "blas"):
+            if self.search == "exact":
+                recs = exact_top_k(queries, self._trained_factors(), k, exclude)
+            else:
+                recs, short = ann_top_k(
+                    self._ann_index(), queries, k, exclude, self.ef_search, self.threads
+                )
+                if short.any():  # too deep for the graph, or it found too few: score exactly
+                    redo = exact_top_k(
+                        queries[short],
+                        self._trained_factors(),
+                        k,
+                        None if exclude is None else exclude[short],
+                    )
+                    recs.items[short], recs.scores[short] = redo.items, redo.scores
+        # positions among the trained articles -> article indices
+        items = np.where(recs.items >= 0, self.trained_[np.maximum(recs.items, 0)], -1)
+        return Recs(items.astype(np.int32), recs.scores)
+
+    def _trained_factors(self) -> np.ndarray:
+        """Factors of the articles sold in training: the others' factors mean nothing."""
+        return self.item_factors_[self.trained_]
+
+    def _ann_index(self) -> faiss.Index:
+        """The HNSW index over the trained articles, built on first use (not saved)."""
+        if getattr(self, "_index", None) is None:
+            self._index = hnsw_index(self._trained_factors())
+        return self._index
+
+    # ---- item to item ------------------------------------------------------------------------
+
+    def similar(self, items: np.ndarray, k: int) -> Recs:
+        """Articles with the most similar factors (cosine), never the article itself; articles
+        without training sales (and -1) get time-decayed popularity instead."""
+        items = np.asarray(items, dtype=np.int64)
+        n, trained = len(items), self.trained_
+        valid = (items >= 0) & (items < self.seen_.shape[1])
+        itself = sp.csr_matrix(
+            (valid.astype(np.float32), (np.arange(n), np.where(valid, items, 0))),
+            shape=(n, self.seen_.shape[1]),
+        )
+        itself.eliminate_zeros()
+        pos = np.minimum(np.searchsorted(trained, items), max(len(trained) - 1, 0))
+        known = valid & (trained[pos] == items) if len(trained) else np.zeros(n, bool)
+        out_items = np.full((n, k), -1, np.int32)
+        out_scores = np.full((n, k), -np.inf, np.float32)
+        if known.any():
+            vectors = self._trained_factors()
+            unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            with threadpool_limits(self.threads, "blas"):
+                recs = exact_top_k(
+                    unit[pos[known]], unit, k, subset_columns(itself[known], trained)
+                )
+            out_items[known] = np.where(recs.items >= 0, trained[np.maximum(recs.items, 0)], -1)
+            out_scores[known] = recs.scores
+        if (~known).any():
+            pop = rank_list(
+                self.fill_items_, self.fill_scores_, np.arange(n - known.sum()), k, itself[~known]
+            )
+            out_items[~known], out_scores[~known] = pop.items, pop.scores
+        return Recs(out_items, out_scores)
+
+
+@dataclass
+class ALS(_Factors):
+    """Implicit-feedback ALS (Hu, Koren & Volinsky 2008; implicit's conjugate-gradient solver,
+    Takacs et al. 2011) on confidence = 1 + alpha * purchases weighted 0.5 ** (age / half_life)
+    (plain counts when half_life is None); unbought pairs have confidence 1 and preference 0."""
+
+    name: ClassVar[str] = "als"
+    factors: int = 128
+    regularization: float = 30.0
+    alpha: float = 10.0
+    half_life: float | None = 30.0
+    iterations: int = 15
+    search: Search = "exact"
+    ef_search: int = 20
+    seed: int = 0
+    threads: int = 1
+    rebuy: bool | None = None
+    fill_half_life: float = 7.0
+
+    def _implicit(self) -> Any:
+        return AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=1.0,  # the confidence is already in the matrix (1 + alpha * weight)
+            iterations=self.iterations,
+            random_state=self.seed,
+            num_threads=self.threads,  # users (items) are solved independently: deterministic
+        )
+
+    def _matrix(self, data: Dataset) -> sp.csr_matrix:
+        confidence = data.user_items(half_life=self.half_life)
+        confidence.data = 1.0 + np.float32(self.alpha) * confidence.data
+        return confidence
+
+
+@dataclass
+class BPR(_Factors):
+    """Bayesian Personalised Ranking (Rendle et al. 2009) by implicit's SGD: for a sampled bought
+    article and a sampled other one, push the bought one up. implicit treats every purchase pair
+    as a binary positive (weights are ignored), and negatives are drawn in proportion to sales."""
+
+    name: ClassVar[str] = "bpr"
+    factors: int = 128
+    learning_rate: float = 0.01
+    regularization: float = 0.0001
+    iterations: int = 100
+    search: Search = "exact"
+    ef_search: int = 20
+    seed: int = 0
+    threads: int = 1
+    rebuy: bool | None = None
+    fill_half_life: float = 7.0
+
+    def _implicit(self) -> Any:
+        return BayesianPersonalizedRanking(
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            random_state=self.seed,
+            num_threads=1,  # Hogwild SGD races between threads: one thread is reproducible
+        )
+
+    def _matrix(self, data: Dataset) -> sp.csr_matrix:
+        return data.user_items(binary=True)
