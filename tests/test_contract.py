@@ -19,6 +19,8 @@ KNOWN_TOP = {
     "decay": ("u5", "A1"),
     "repurchase": ("u0", "A4"),
     "segments": ("u5", "A1"),  # tiny segments shrink to decay; u0 -> A4 in test_segments.py
+    "itemcf": ("u0", "A4"),  # no co-purchase within 7 days: u0's own articles, A4 most recent
+    "content": ("u0", "A4"),  # texts "name Ai" share no word ("name" is a stop word): own A4
     "als": ("u0", "A4"),  # u0 bought A4 three times lately: the strongest confidence
     "bpr": ("u9", "A0"),  # binary, no recency: A0, bought by all 12 customers, ranks first
 }

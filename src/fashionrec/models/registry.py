@@ -12,6 +12,8 @@ MODELS: dict[str, str] = {
     "decay": "fashionrec.models.popular:Decay",
     "repurchase": "fashionrec.models.repurchase:Repurchase",
     "segments": "fashionrec.models.segments:Segments",
+    "itemcf": "fashionrec.models.itemcf:ItemCF",
+    "content": "fashionrec.models.content:Content",
     "als": "fashionrec.models.als:ALS",
     "bpr": "fashionrec.models.als:BPR",
 }

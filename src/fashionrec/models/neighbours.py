@@ -1,0 +1,202 @@
+"""Item-neighbour machinery shared by `itemcf` and `content`: a sparse top-N neighbour matrix per
+item, and customer scores = (recency-weighted history rows) @ neighbours, filled with popularity.
+
+Both models keep only the N best neighbours of each item (a CSR item x item matrix), so that the
+state stays small (n_items * N entries) and user scoring is one sparse product per batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from fashionrec.data.dataset import Dataset
+from fashionrec.models.base import Recs, batched, fill, popularity_fallback, rank_list, rows_of
+
+BLOCK_BUDGET = 20_000_000  # multiply-adds per block of rows in blocked_top_n: bounds memory
+RECOMMEND_BATCH = 5_000  # users per sparse product: bounds the (users x items) score matrix
+
+
+def top_n_per_row(mat: sp.csr_matrix, n: int, *, self_offset: int | None = None) -> sp.csr_matrix:
+    """Keep the `n` largest positive entries of each CSR row (ties: lower column first); with
+    `self_offset`, row r is item r + self_offset and never its own neighbour.
+
+    Vectorised over all rows with one stable sort of the non-zeros, so a row may be long (a
+    popular item co-occurs with thousands of others) without a dense (rows x longest) buffer.
+
+    >>> m = sp.csr_matrix(np.array([[0, 3, 1, 3], [2, 0, 0, 0], [5, 0, 4, 0]], dtype=np.float32))
+    >>> top_n_per_row(m, 2).toarray().tolist()
+    [[0.0, 3.0, 0.0, 3.0], [2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 4.0, 0.0]]
+    >>> top_n_per_row(m, 1, self_offset=0).toarray().tolist()
+    [[0.0, 3.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]]
+    >>> top_n_per_row(m[1:], 1, self_offset=1).toarray().tolist()  # rows are items 1 and 2
+    [[2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]]
+    """
+    mat = sp.csr_matrix(mat, dtype=np.float32, copy=True)
+    mat.sum_duplicates()  # also sorts the columns of each row
+    rows = np.repeat(np.arange(mat.shape[0], dtype=np.int64), np.diff(mat.indptr))
+    keep = mat.data > 0
+    if self_offset is not None:
+        keep &= mat.indices != rows + self_offset
+    rows, cols, vals = rows[keep], mat.indices[keep], mat.data[keep]
+    # one int64 key per entry: the row, then the score descending (the bits of a positive
+    # float32 sort like the float); a stable sort keeps ascending columns for equal scores.
+    # 10x faster than lexsort((cols, -vals, rows)) on 30M entries.
+    key = (rows << 32) | (np.uint32(0xFFFFFFFF) - vals.view(np.uint32)).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(mat.shape[0]))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = rank < n
+    counts = np.bincount(rows[keep], minlength=mat.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = sp.csr_matrix((vals[keep], cols[keep], indptr), shape=mat.shape)
+    out.has_sorted_indices = False  # columns are in score order, not ascending
+    return out
+
+
+def blocked_top_n(
+    left: sp.csr_matrix,
+    right: sp.csr_matrix,
+    n: int,
+    transform: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    desc: str = "neighbours",
+) -> sp.csr_matrix:
+    """Top-`n` of each row of left @ right (n_items x n_items), never an item itself, computed
+    in blocks of rows so that the full product never exists.
+
+    Blocks are cut by cost (the multiply-adds of their rows, at most BLOCK_BUDGET each), so a
+    block of popular items is short and a block of rare ones long. `transform(values, rows,
+    cols)` turns the raw products of a block into similarities (rows are item indices).
+    """
+    left, right = sp.csr_matrix(left), sp.csr_matrix(right)
+    n_items = left.shape[0]
+    cost = (left != 0).astype(np.float64) @ np.diff(right.indptr).astype(np.float64)
+    cuts = np.searchsorted(np.cumsum(cost), np.arange(BLOCK_BUDGET, cost.sum(), BLOCK_BUDGET))
+    bounds = np.unique(np.concatenate([[0], cuts, [n_items]]))
+    parts = [sp.csr_matrix((0, right.shape[1]), dtype=np.float32)]
+    blocks = itertools.pairwise(bounds)
+    for start, stop in tqdm(blocks, total=len(bounds) - 1, desc=desc, disable=len(bounds) < 10):
+        block = sp.csr_matrix(left[start:stop] @ right).tocoo()
+        values = block.data
+        if transform is not None:
+            values = transform(values, block.row + start, block.col)
+        sims = sp.csr_matrix((values, (block.row, block.col)), shape=(stop - start, n_items))
+        parts.append(top_n_per_row(sims, n, self_offset=int(start)))
+    return sp.csr_matrix(sp.vstack(parts, format="csr"), dtype=np.float32)
+
+
+def csr_top_k(mat: sp.csr_matrix, k: int) -> Recs:
+    """The k largest positive entries of each row as Recs (-1 / -inf padding), best first.
+
+    >>> m = sp.csr_matrix(np.array([[0, 3, 1, 3], [0, 0, 0, 0]], dtype=np.float32))
+    >>> csr_top_k(m, 3).items.tolist()
+    [[1, 3, 2], [-1, -1, -1]]
+    """
+    top = top_n_per_row(mat, k)
+    n = top.shape[0]
+    lengths = np.diff(top.indptr)
+    rows = np.repeat(np.arange(n), lengths)
+    rank = np.arange(top.nnz) - np.repeat(top.indptr[:-1], lengths)
+    items = np.full((n, k), -1, dtype=np.int32)
+    scores = np.full((n, k), -np.inf, dtype=np.float32)
+    items[rows, rank] = top.indices
+    scores[rows, rank] = top.data
+    return Recs(items, scores)
+
+
+def repeat_share(data: Dataset) -> float:
+    """Share of purchases that repeat an article the customer bought on an earlier day, among
+    purchases made after the customer's first day (0 when nobody ever buys an article twice)."""
+    tx = data.transactions.select(
+        "t_dat",
+        pl.col("t_dat").min().over("user").alias("first_visit"),
+        pl.col("t_dat").min().over("user", "item").alias("first_buy"),
+    ).filter(pl.col("t_dat") > pl.col("first_visit"))
+    if tx.is_empty():
+        return 0.0
+    return float((tx["t_dat"] > tx["first_buy"]).mean())
+
+
+def popularity_prior(data: Dataset, power: float, half_life: float) -> np.ndarray | None:
+    """(1 + time-decayed sales) ** power per article, a multiplier of the explore scores that
+    prefers articles selling now; None for power 0. Never-sold articles keep a weight of 1."""
+    if power == 0:
+        return None
+    return ((1.0 + data.item_popularity(half_life=half_life)) ** power).astype(np.float32)
+
+
+@dataclass
+class NeighbourModel:
+    """The customer side of an item-neighbour model; a subclass's `fit` sets `neighbours_` (top-N
+    similar items per item, CSR) and calls `fit_customers`.
+
+    Customers get a repeat-explore mixture: explore = (recency-weighted history @ neighbours)
+    over articles they have not bought, times the popularity prior; repeat = their own articles
+    by recency-weighted purchases plus the neighbour score from the rest of their history. Each
+    part sums to 1 per customer and score = (1 - r) * explore + r * repeat, with r the share of
+    repeat purchases in the training data unless `repeat` is given (the repeat/explore split of
+    RepeatNet, Ren et al. 2019, with a share measured on the data instead of a learned gate).
+    """
+
+    fallback: ClassVar[str] = "decay (time-decayed popularity) for cold or unknown customers"
+    neighbours: int = 100  # kept per article
+    history_half_life: float = 30.0  # days; a purchase weighs 0.5 ** (age / half-life)
+    repeat: float | None = None  # share of own articles; None: measured on the training data
+    popularity: float = 0.0  # explore scores x (1 + decayed sales) ** popularity
+    fill_half_life: float = 7.0  # the decay list for the fill, cold and unknown customers
+
+    neighbours_: sp.csr_matrix = field(default=None, init=False, repr=False)
+    history_: sp.csr_matrix = field(default=None, init=False, repr=False)
+    seen_: sp.csr_matrix = field(default=None, init=False, repr=False)
+    fill_items_: np.ndarray = field(default=None, init=False, repr=False)
+    fill_scores_: np.ndarray = field(default=None, init=False, repr=False)
+    prior_: np.ndarray = field(default=None, init=False, repr=False)
+    repeat_: float = field(default=None, init=False, repr=False)
+
+    def fit_customers(self, data: Dataset) -> None:
+        """Histories, the popularity fill and prior, and the repeat share, from `data`."""
+        self.history_ = data.user_items(half_life=self.history_half_life)
+        self.seen_ = data.user_items(binary=True)
+        self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
+        self.prior_ = popularity_prior(data, self.popularity, self.fill_half_life)
+        self.repeat_ = repeat_share(data) if self.repeat is None else float(self.repeat)
+
+    def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
+        return batched(users, lambda u: self._recommend(u, k, exclude_seen), RECOMMEND_BATCH)
+
+    def similar(self, items: np.ndarray, k: int) -> Recs:
+        """The k nearest neighbours of each item (never itself; -1 where fewer are known)."""
+        return csr_top_k(rows_of(self.neighbours_, np.asarray(items, dtype=np.int64)), k)
+
+    def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
+        hist = rows_of(self.history_, users)
+        scores = sp.csr_matrix(hist @ self.neighbours_)
+        own = sp.csr_matrix(scores.multiply(rows_of(self.seen_, users)))
+        explore = scores - own  # the neighbours the customer has not bought
+        explore.eliminate_zeros()
+        if self.prior_ is not None:
+            explore = explore @ sp.diags(self.prior_)
+        if exclude_seen or self.repeat_ == 0:  # explore only
+            scores = _row_normalise(explore)
+        else:
+            scores = (1.0 - self.repeat_) * _row_normalise(explore)
+            scores = scores + self.repeat_ * _row_normalise(hist + own)
+        exclude = self.seen_ if exclude_seen else None
+        popular = rank_list(self.fill_items_, self.fill_scores_, users, k, exclude)
+        return fill(csr_top_k(sp.csr_matrix(scores), k), popular, k)
+
+
+def _row_normalise(mat: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row scaled to sum to 1 (empty rows stay empty)."""
+    sums = np.asarray(mat.sum(axis=1)).ravel()
+    return sp.csr_matrix(
+        sp.diags(np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)) @ mat
+    )
