@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The models `make run` publishes for the web page; the first one serves.
-SERVE_MODELS ?= repurchase decay popular segments
+SERVE_MODELS ?= repurchase decay popular segments itemcf content als
 HOST ?= 127.0.0.1
 PORT ?= 8000
 OUT := $(BUILD)/$(NAME)

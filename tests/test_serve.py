@@ -44,7 +44,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("serve")
     write_tables(root / "src", known_answer_rows(), [f"A{i}" for i in range(7)])
     ingest(root / "src", root / "ds")
-    publish_all(root / "ds", root / "registry", ["decay", "repurchase", "popular"], "repurchase")
+    publish_all(
+        root / "ds",
+        root / "registry",
+        ["decay", "repurchase", "popular", "itemcf", "content"],
+        "repurchase",
+    )
     return root / "ds", root / "registry"
 
 
@@ -138,17 +143,24 @@ def test_purchase_changes_the_next_list_without_retraining(client: TestClient) -
 def test_promote_and_rollback(client: TestClient) -> None:
     assert client.post("/models/decay/promote").status_code == 401
     info = client.post("/models/decay/promote", headers=KEY).json()
-    assert info["serving"] == "decay/v1" and set(info["models"]) == {
-        "decay",
-        "repurchase",
-        "popular",
-    }
+    assert info["serving"] == "decay/v1"
+    assert set(info["models"]) == {"decay", "repurchase", "popular", "itemcf", "content"}
     assert client.get("/health").json()["model"] == "decay"
     assert articles(client.get("/customers/u0/recommendations?k=1")) == ["A1"]
     assert client.post("/models/rollback", headers=KEY).json()["serving"] == "repurchase/v1"
     assert articles(client.get("/customers/u0/recommendations?k=1")) == ["A4"]
     assert client.post("/models/nope/promote", headers=KEY).status_code == 404
     assert client.post("/models/decay/promote?version=v9", headers=KEY).status_code == 404
+
+
+def test_also_bought_and_similar(client: TestClient) -> None:
+    # u3 bought A1 and A5 on the same day: each is the other's co-purchase
+    r = client.get("/articles/A5/also-bought", params={"k": 3})
+    assert articles(r)[0] == "A1" and r.json()["model"] == "itemcf"
+    r = client.get("/articles/A1/similar", params={"k": 3})
+    assert r.json()["model"] == "content" and "A1" not in articles(r)
+    page = client.get("/article/A5").text
+    assert "Others also bought" in page and "Similar items" in page
 
 
 def test_new_customer_without_segments_gets_popular(client: TestClient) -> None:
@@ -298,8 +310,9 @@ def test_new_customer_is_served_by_their_segment(tmp_path: Path) -> None:
     (src / "customers.csv").write_text("customer_id,age,gender\n" + "\n".join(customers) + "\n")
     ingest(src, tmp_path / "ds")
     publish_all(tmp_path / "ds", tmp_path / "reg", ["decay", "segments"], "decay")
-    settings = Settings(models=tmp_path / "reg", dataset=tmp_path / "ds",
-                        store=tmp_path / "fb.sqlite3", api_key="k")
+    settings = Settings(
+        models=tmp_path / "reg", dataset=tmp_path / "ds", store=tmp_path / "fb.sqlite3", api_key="k"
+    )
     with TestClient(create_app(settings)) as c:
         young = c.post("/recommendations/new-customer", json={"attributes": {"age": 21}})
         old = c.post("/recommendations/new-customer", json={"attributes": {"age": 60}})
