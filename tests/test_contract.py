@@ -23,10 +23,15 @@ KNOWN_TOP = {
     "content": ("u0", "A4"),  # texts "name Ai" share no word ("name" is a stop word): own A4
     "als": ("u0", "A4"),  # u0 bought A4 three times lately: the strongest confidence
     "bpr": ("u9", "A0"),  # binary, no recency: A0, bought by all 12 customers, ranks first
+    "cvae": ("u5", "A1"),  # recency-weighted reconstruction: A1, 11 buyers last week
+    "lightgcn": ("u9", "A0"),  # binary graph, no recency: A0 has the most edges (12)
+    "usercf": ("u5", "A1"),  # u5's neighbours (recency-weighted) all bought A1 last week
 }
 # Parameters that make a model quick on the tiny fixtures (defaults otherwise).
 FAST: dict[str, dict] = {}
 FAST["als"] = {"factors": 8, "regularization": 1.0, "search": "ann"}  # bpr covers "exact"
+FAST["cvae"] = {"hidden": 16, "latent": 4, "epochs": 20, "lr": 0.01, "validate": False}
+FAST["lightgcn"] = {"factors": 8, "epochs": 10, "batch_size": 512, "validate": False}
 MODELS = sorted(registry.MODELS)
 
 

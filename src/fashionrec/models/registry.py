@@ -16,6 +16,9 @@ MODELS: dict[str, str] = {
     "content": "fashionrec.models.content:Content",
     "als": "fashionrec.models.als:ALS",
     "bpr": "fashionrec.models.als:BPR",
+    "cvae": "fashionrec.models.cvae:CVAE",
+    "lightgcn": "fashionrec.models.lightgcn:LightGCN",
+    "usercf": "fashionrec.models.usercf:UserCF",
 }
 
 
