@@ -23,6 +23,12 @@ KNOWN_TOP = {
     "content": ("u0", "A4"),  # texts "name Ai" share no word ("name" is a stop word): own A4
     "als": ("u0", "A4"),  # u0 bought A4 three times lately: the strongest confidence
     "bpr": ("u9", "A0"),  # binary, no recency: A0, bought by all 12 customers, ranks first
+    "ns-rnn": ("u0", "A1"),  # after A0, 9 of 12 customers bought A1 next; u0 (A0, A4) has not
+    "ns-lstm": ("u0", "A1"),
+    "ns-gru": ("u0", "A1"),
+    "ns-attention": ("u0", "A1"),
+    "ns-transformer": ("u0", "A1"),
+    "sasrec": ("u0", "A1"),
     "cvae": ("u5", "A1"),  # recency-weighted reconstruction: A1, 11 buyers last week
     "lightgcn": ("u9", "A0"),  # binary graph, no recency: A0 has the most edges (12)
     "usercf": ("u5", "A1"),  # u5's neighbours (recency-weighted) all bought A1 last week
@@ -30,6 +36,10 @@ KNOWN_TOP = {
 # Parameters that make a model quick on the tiny fixtures (defaults otherwise).
 FAST: dict[str, dict] = {}
 FAST["als"] = {"factors": 8, "regularization": 1.0, "search": "ann"}  # bpr covers "exact"
+_SEQ = {"emb_dim": 8, "user_dim": 4, "epochs": 8, "batch_size": 128, "lr": 0.02, "validate": False}
+FAST |= {m: {**_SEQ, "hidden": 8} for m in ("ns-rnn", "ns-lstm", "ns-gru", "ns-attention")}
+FAST["ns-transformer"] = {**_SEQ, "heads": 2, "layers": 1, "ff": 16, "mlp": [8]}
+FAST["sasrec"] = {**_SEQ, "blocks": 1, "max_history": 10}
 FAST["cvae"] = {"hidden": 16, "latent": 4, "epochs": 20, "lr": 0.01, "validate": False}
 FAST["lightgcn"] = {"factors": 8, "epochs": 10, "batch_size": 512, "validate": False}
 MODELS = sorted(registry.MODELS)

@@ -1,0 +1,91 @@
+"""Sequence data: the one-line-per-user benchmark format of sequential recommendation (S3-Rec,
+ICLRec: `user item item ...`, oldest first) read into a Dataset, and the thesis' removal of
+consecutive repeat purchases on any Dataset.
+
+A seqrec file has no dates: every purchase gets the same date and the file order is the time
+order (the Dataset keeps the input order within a day), so `Dataset.sequences()`, the
+leave-last-out split and the sequence models work unchanged; popularity is a plain count.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from fashionrec.data.dataset import Dataset
+from fashionrec.errors import DataError
+
+DAY = date(2014, 7, 23)  # an arbitrary constant: the Amazon 2014 review data ends in July 2014
+
+
+def read_seqrec(path: str | Path) -> Dataset:
+    """A Dataset from a seqrec file (plain or .gz): customers in file order, articles sorted by
+    their integer id, one purchase per listed item."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file does not exist", file=path)
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode()
+    lines = pl.DataFrame({"line": text.splitlines()}).with_row_index("line_no", offset=1)
+    tokens = lines.with_columns(pl.col("line").str.strip_chars().str.split(" ")).filter(
+        pl.col("line").list.first() != ""
+    )
+    short = tokens.filter(pl.col("line").list.len() < 2)
+    if short.height:
+        raise DataError(
+            "a line needs a user id and at least one item", file=path, row=_first(short)
+        )
+    long = tokens.select(
+        "line_no",
+        pl.col("line").list.first().alias("customer_id"),
+        pl.col("line").list.slice(1).alias("article_id"),
+    ).explode("article_id")
+    bad = long.filter(pl.col("article_id").cast(pl.Int64, strict=False).is_null())
+    if bad.height:
+        raise DataError(
+            f"item {bad['article_id'][0]!r} is not an integer", file=path, row=_first(bad)
+        )
+    long = long.with_columns(pl.col("article_id").cast(pl.Int64).cast(pl.String))
+    users = tokens.select(pl.col("line").list.first().alias("customer_id"))
+    if users["customer_id"].is_duplicated().any():
+        dup = users.filter(pl.col("customer_id").is_duplicated())["customer_id"][0]
+        raise DataError(f"user {dup!r} has more than one line", file=path)
+    customers = users.with_row_index("user").with_columns(pl.col("user").cast(pl.Int32))
+    articles = (
+        long.select(pl.col("article_id").cast(pl.Int64))
+        .unique()
+        .sort("article_id")
+        .with_row_index("item")
+        .select(pl.col("item").cast(pl.Int32), pl.col("article_id").cast(pl.String))
+    )
+    transactions = (
+        long.join(customers, on="customer_id", maintain_order="left")
+        .join(articles, on="article_id", maintain_order="left")
+        .select(pl.lit(DAY).alias("t_dat"), "user", "item")
+    )
+    manifest = {
+        "format": "fashionrec-dataset/1",
+        "source": str(path),
+        "id_format": "raw",
+        "dataset_hash": hashlib.sha256(raw).hexdigest(),
+        "rows": {"transactions": transactions.height},
+        "n_customers": customers.height,
+        "n_articles": articles.height,
+    }
+    return Dataset(transactions, articles, customers, manifest)
+
+
+def _first(frame: pl.DataFrame) -> int:
+    return int(frame["line_no"][0])
+
+
+def without_repeats(data: Dataset) -> Dataset:
+    """The thesis' first step: drop a purchase that repeats the customer's previous article
+    (several units of one article are one step of the sequence, not a transition)."""
+    previous = pl.col("item").shift(1).over("user")
+    keep = previous.is_null() | (previous != pl.col("item"))
+    return data.with_transactions(data.transactions.filter(keep))
