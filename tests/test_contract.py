@@ -32,6 +32,10 @@ KNOWN_TOP = {
     "cvae": ("u5", "A1"),  # recency-weighted reconstruction: A1, 11 buyers last week
     "lightgcn": ("u9", "A0"),  # binary graph, no recency: A0 has the most edges (12)
     "usercf": ("u5", "A1"),  # u5's neighbours (recency-weighted) all bought A1 last week
+    "ranker": ("u0", "A4"),  # label_days=2: u0 bought A4 again within 2 days, twice
+    "weighted": ("u0", "A4"),  # repurchase and itemcf both put u0's A4 first
+    "switching": ("u0", "A4"),  # u0 bought a day before the end: repurchase, own A4 first
+    "cascade": ("u0", "A4"),  # own articles first: A4, bought three times lately
 }
 # Parameters that make a model quick on the tiny fixtures (defaults otherwise).
 FAST: dict[str, dict] = {}
@@ -40,6 +44,8 @@ _SEQ = {"emb_dim": 8, "user_dim": 4, "epochs": 8, "batch_size": 128, "lr": 0.02,
 FAST |= {m: {**_SEQ, "hidden": 8} for m in ("ns-rnn", "ns-lstm", "ns-gru", "ns-attention")}
 FAST["ns-transformer"] = {**_SEQ, "heads": 2, "layers": 1, "ff": 16, "mlp": [8]}
 FAST["sasrec"] = {**_SEQ, "blocks": 1, "max_history": 10}
+FAST["ranker"] = {"label_days": 2, "content": False, "min_data_in_leaf": 2, "n_estimators": 20}
+FAST["ranker"] |= {"params": "als.factors=8;als.regularization=1.0;als.iterations=3"}
 FAST["cvae"] = {"hidden": 16, "latent": 4, "epochs": 20, "lr": 0.01, "validate": False}
 FAST["lightgcn"] = {"factors": 8, "epochs": 10, "batch_size": 512, "validate": False}
 MODELS = sorted(registry.MODELS)

@@ -25,6 +25,10 @@ MODELS: dict[str, str] = {
     "cvae": "fashionrec.models.cvae:CVAE",
     "lightgcn": "fashionrec.models.lightgcn:LightGCN",
     "usercf": "fashionrec.models.usercf:UserCF",
+    "ranker": "fashionrec.models.ranker:Ranker",
+    "weighted": "fashionrec.models.hybrid:Weighted",
+    "switching": "fashionrec.models.hybrid:Switching",
+    "cascade": "fashionrec.models.hybrid:Cascade",
 }
 
 

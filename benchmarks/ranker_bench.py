@@ -1,0 +1,192 @@
+"""Two-stage ranker vs the baselines, the single models and the hybrids, on a rolling backtest.
+
+Every fold refits every model on the data before its test window (fold 0 is the last
+`--test-days` days). Prints the MAP@k / HR@k table (last window and mean over the folds, with fit
+and recommend seconds), the ratios to the best baseline and the best single model, the ranker's
+candidate recall per source and its feature importance; writes benchmarks/results/ranker.json and
+the importance plot.
+
+    .venv/bin/python benchmarks/ranker_bench.py build/online-retail/dataset --folds 4
+    .venv/bin/python benchmarks/ranker_bench.py build/hm/dataset --test-days 1 --folds 2 \
+        -p ranker.label_days=1 -p ranker.train_weeks=2
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while waiting starve each other on a shared, loaded machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fashionrec.cli import parse_params
+from fashionrec.data.dataset import Dataset
+from fashionrec.data.split import rolling
+from fashionrec.evaluate import fit_recommend, markdown_table, score_recs, summarize
+from fashionrec.models.ranker import candidate_recall, feature_importance
+
+BASELINES = ("popular", "decay", "repurchase")
+SINGLE = ("popular", "decay", "repurchase", "itemcf", "als", "segments", "content", "bpr")
+MODELS = "popular,decay,repurchase,itemcf,als,segments,weighted,switching,cascade,ranker"
+RESULTS = Path(__file__).parent / "results"
+log = logging.getLogger("ranker_bench")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = Dataset.load(args.dataset)
+    if args.days:  # a large data set: its last days only (every model sees the same window)
+        data = data.last_days(args.days)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    params = parse_params(args.param, names)
+    splits = rolling(data, args.folds, args.test_days)
+    k = args.k
+    folds: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
+    recall: list[pl.DataFrame] = []
+    importance = None
+    for f, split in enumerate(splits):
+        log.info("fold %d: %s", f, split.label)
+        for name in names:
+            run_ = fit_recommend(name, params.get(name, {}), split, k)
+            scores = score_recs(run_.recs, split, k)
+            row = {
+                f"map@{k}": scores[f"map@{k}"],
+                f"hr@{k}": scores[f"hr@{k}"],
+                "fit_s": run_.fit_s,
+                "recommend_s": run_.recommend_s,
+            }
+            folds[name].append(row)
+            log.info("fold %d %s: map %.4f fit %.1fs", f, name, row[f"map@{k}"], run_.fit_s)
+            if name == "ranker":
+                recall.append(candidate_recall(run_.model, split.test).with_columns(fold=f))
+                if f == 0:
+                    importance = feature_importance(run_.model, args.png)
+                    folds[name][-1]["info"] = run_.model.info_
+    rows = []
+    for name in names:
+        mean = summarize([{key: v for key, v in r.items() if key != "info"} for r in folds[name]])
+        last = folds[name][0]
+        rows.append(
+            {
+                "model": name,
+                "last_map": last[f"map@{k}"],
+                "last_hr": last[f"hr@{k}"],
+                "mean_map": mean[f"map@{k}"],
+                "mean_map_ci95": mean.get(f"map@{k}_ci95"),
+                "mean_hr": mean[f"hr@{k}"],
+                "fit_s": mean["fit_s"],
+                "recommend_s": mean["recommend_s"],
+                "folds": [r[f"map@{k}"] for r in folds[name]],
+            }
+        )
+    by = {r["model"]: r for r in rows}
+    ratios = {}
+    if "ranker" in by:
+        for period in ("last", "mean"):
+            for group, members in (("baseline", BASELINES), ("single", SINGLE)):
+                present = [m for m in members if m in by]
+                if not present:
+                    continue
+                best = max(present, key=lambda m: by[m][f"{period}_map"])
+                ratios[f"{period}_vs_best_{group}"] = {
+                    "best": best,
+                    "ratio": by["ranker"][f"{period}_map"] / max(by[best][f"{period}_map"], 1e-12),
+                }
+    recall_table = (
+        pl.concat(recall)
+        .group_by("source", maintain_order=True)
+        .agg(
+            pl.col("candidates_per_user").mean(),
+            pl.col("recall").first().alias("recall_last"),
+            pl.col("recall").mean().alias("recall_mean"),
+        )
+        if recall
+        else None
+    )
+    return {
+        "dataset": str(args.dataset),
+        "days": args.days,
+        "folds": args.folds,
+        "test_days": args.test_days,
+        "k": k,
+        "windows": [s.label for s in splits],
+        "params": params,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "rows": rows,
+        "ratios": ratios,
+        "recall": None if recall_table is None else recall_table.to_dicts(),
+        "importance": None if importance is None else importance.head(30).to_dicts(),
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    k = result["k"]
+    cols = ["last_map", "last_hr", "mean_map", "mean_hr", "fit_s", "recommend_s"]
+    rows = [
+        {c: r[c] for c in ["model", *cols]} | {"mean_map_ci95": r["mean_map_ci95"]}
+        for r in result["rows"]
+    ]
+    out = [
+        f"{result['dataset']} · {result['folds']} folds of {result['test_days']} days · k={k}",
+        f"(last = {result['windows'][0]}; MAP@{k} / HR@{k}; seconds are per fold)",
+        "",
+        markdown_table(rows, cols),
+    ]
+    if result["ratios"]:
+        out += ["", "| ranker vs | best | ratio |", "|---|---|---:|"]
+        out += [
+            f"| {key} | {v['best']} | {v['ratio']:.2f} |" for key, v in result["ratios"].items()
+        ]
+    if result["recall"]:
+        out += ["", "Candidate recall (share of the test purchases among the candidates)", ""]
+        out += [
+            markdown_table(
+                result["recall"], ["candidates_per_user", "recall_last", "recall_mean"], "source"
+            )
+        ]
+    if result["importance"]:
+        out += ["", "Feature importance (fold 0, total gain)", ""]
+        out += [markdown_table(result["importance"][:20], ["gain_share", "splits"], "feature")]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", nargs="?", default="build/online-retail/dataset")
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--test-days", type=int, default=7)
+    parser.add_argument("--k", type=int, default=12)
+    parser.add_argument("--days", type=int, default=None, help="use the last DAYS days only")
+    parser.add_argument("--models", default=MODELS)
+    parser.add_argument("-p", "--param", action="append", help="model.key=value")
+    parser.add_argument("--out", type=Path, default=RESULTS / "ranker.json")
+    parser.add_argument("--png", type=Path, default=RESULTS / "ranker_importance.png")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    logging.getLogger("ranker_bench").setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    result = run(args)
+    result["seconds"] = time.perf_counter() - t0
+    print(report(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{args.out.name}.", dir=args.out.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(result, fh, indent=2, default=float)
+    os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Time and memory of the two-stage ranker at scale: fit on a data set (optionally its last days),
+save the artifact, then in a fresh process load it and recommend 12 articles to every customer
+(candidate generation + features + LightGBM prediction), reporting wall time and peak RSS of
+each step. Writes benchmarks/results/ranker_scale_<name>.json.
+
+    .venv/bin/python benchmarks/ranker_scale.py build/scale-0.1/dataset --days 56
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ranker_bench.py
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashionrec import artifacts
+from fashionrec.cli import parse_params
+from fashionrec.data.dataset import Dataset
+from fashionrec.models import registry
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def peak_gb() -> float:
+    """Peak resident memory of this process so far: VmHWM of /proc/self/status (Linux), which
+    starts afresh at exec, unlike ru_maxrss (that keeps the forking parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def fit(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    data = Dataset.load(args.dataset)
+    if args.days:
+        data = data.last_days(args.days)
+    load_s = time.perf_counter() - t0
+    params = parse_params(args.param, ["ranker"])["ranker"]
+    model = registry.create("ranker", **params)
+    t1 = time.perf_counter()
+    model.fit(data)
+    fit_s = time.perf_counter() - t1
+    artifacts.save(model, args.artifact)
+    return {
+        "customers": data.n_users,
+        "articles": data.n_items,
+        "transactions": data.transactions.height,
+        "buyers": len(data.buyers()),
+        "params": params,
+        "load_s": load_s,
+        "fit_s": fit_s,
+        "fit_peak_gb": peak_gb(),
+        "info": model.info_,
+    }
+
+
+def serve(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    model = artifacts.load(args.artifact)
+    load_s = time.perf_counter() - t0
+    n = model.stage().ctx["u_n_tx"].shape[0] if args.users is None else args.users
+    users = np.arange(n)
+    t1 = time.perf_counter()
+    recs = model.recommend(users, 12)
+    return {
+        "users": int(n),
+        "artifact_load_s": load_s,
+        "recommend_s": time.perf_counter() - t1,
+        "serve_peak_gb": peak_gb(),
+        "rows_full": int((recs.items >= 0).all(axis=1).sum()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--days", type=int, default=None, help="fit on the last DAYS days only")
+    parser.add_argument("--users", type=int, default=None, help="recommend to the first N only")
+    parser.add_argument("-p", "--param", action="append", help="ranker parameter key=value")
+    parser.add_argument("--artifact", type=Path, default=None)
+    parser.add_argument("--step", choices=("all", "serve"), default="all")
+    args = parser.parse_args()
+    if args.step == "serve":  # the child process: a clean peak RSS for serving alone
+        print(json.dumps(serve(args)))
+        return
+    tmp = tempfile.TemporaryDirectory(prefix="ranker-scale-")
+    args.artifact = args.artifact or Path(tmp.name) / "ranker"
+    result = {"dataset": str(args.dataset), "days": args.days, "cpus": os.cpu_count()}
+    result |= fit(args)
+    cmd = [sys.executable, __file__, str(args.dataset), "--step", "serve"]
+    cmd += ["--artifact", str(args.artifact)]
+    if args.users is not None:
+        cmd += ["--users", str(args.users)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result |= json.loads(out.strip().splitlines()[-1])
+    result["artifact_gb"] = sum(f.stat().st_size for f in args.artifact.iterdir()) / 2**30
+    print(json.dumps({k: v for k, v in result.items() if k != "info"}, indent=2))
+    name = args.dataset.parent.name if args.dataset.name == "dataset" else args.dataset.name
+    path = RESULTS / f"ranker_scale_{name}{f'_{args.days}d' if args.days else ''}.json"
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{path.name}.", dir=RESULTS)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(result, fh, indent=2, default=float)
+    os.replace(tmp_path, path)
+
+
+if __name__ == "__main__":
+    main()

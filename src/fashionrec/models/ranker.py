@@ -1,0 +1,829 @@
+"""Two-stage recommender: candidates from several cheap sources, ranked by LightGBM.
+
+The design of the H&M Kaggle winners (and of most production recommenders):
+
+1. Candidates. Each source is a function of fitted source models and users -> a ranked, scored
+   list per user: the customer's own articles (`repurchase`), co-purchases of their recent
+   articles (`itemcf`), other colours of the products they bought (`variants`, same
+   product_code), their segment's trending articles (`segments`), overall time-decayed
+   popularity (`decay`), ALS embeddings (`als`) and, when given, a sequence model (`sasrec`...).
+   The union of the lists is the candidate set; `candidate_recall` measures how much of the next
+   week's purchases it holds.
+2. Features (polars group-bys at the cutoff, numpy gathers per candidate): customer (recency,
+   frequency, spend, channel, age, segment), article (sales in the last 1/7/28 days, trend,
+   price vs its own mean, age, categories), customer x article (times bought, days since bought
+   the article / product / department, CF, embedding and content scores, rank in each source).
+3. Ranking. LightGBM `lambdarank` and/or `binary` boosters (by default an ensemble of three)
+   trained on the candidates of earlier weeks labelled by the following week's purchases,
+   early-stopped on the last training week, then refit with the best iteration count on all of
+   them. The sources and features are then re-fitted on all the training data to serve.
+
+Everything happens inside `fit(data)` with `data` only: the test week is never seen. Customers
+without training purchases get the time-decayed popularity list (`decay`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from fashionrec.data.dataset import Dataset
+from fashionrec.errors import ConfigError
+from fashionrec.models import registry
+from fashionrec.models.base import Recs, batched, fill, first_k, row_top_k, rows_of
+from fashionrec.models.compose import pack, pack_values, parse_params, unpack, unpack_values
+from fashionrec.models.neighbours import csr_top_k
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("lambdarank", "binary")
+SOURCES = ("repurchase", "itemcf", "variants", "segments", "decay", "als")
+DEFAULT_SOURCES = "repurchase:150,itemcf:40,variants:20,segments:20,decay:30,als:30"
+# The registered models behind the sources and features, with the ranker's default parameters
+# (cheaper than the stand-alone defaults: they are fitted once per training week).
+PART_PARAMS: dict[str, dict[str, Any]] = {
+    "repurchase": {},
+    "decay": {},
+    "itemcf": {},
+    "als": {"factors": 64, "iterations": 10},
+    "segments": {},
+    "content": {},
+}
+CATEGORY_COLUMNS = (
+    "product_type_no",
+    "product_group_name",
+    "graphical_appearance_no",
+    "colour_group_code",
+    "perceived_colour_value_id",
+    "perceived_colour_master_id",
+    "department_no",
+    "index_code",
+    "index_group_no",
+    "section_no",
+    "garment_group_no",
+)
+CUSTOMER_SKIP = ("user", "customer_id", "postal_code", "age")
+MAX_LEVELS = 64  # customers columns with more values are not used as features
+BATCH = 5_000  # users per batch of candidates and features (about 1M candidate rows)
+DAYS_7, DAYS_28 = 7, 28
+
+
+def parse_sources(text: str) -> dict[str, int]:
+    """'repurchase:50,itemcf:40' -> {'repurchase': 50, 'itemcf': 40}; a source without a count
+    takes 30. Sources are those in SOURCES or a registered sequence model (e.g. `sasrec`)."""
+    out: dict[str, int] = {}
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        name, _, count = item.partition(":")
+        try:
+            out[name.strip()] = int(count) if count else 30
+        except ValueError:
+            raise ConfigError(f"ranker: bad source count in {item!r}") from None
+    unknown = [s for s in out if s not in SOURCES and s not in registry.MODELS]
+    if unknown or not out:
+        raise ConfigError(
+            f"ranker: unknown sources {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(SOURCES)} or a registered sequence model"
+        )
+    if min(out.values()) < 1:
+        raise ConfigError("ranker: candidate counts must be at least 1")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookups in sorted key tables (user x article, user x product, user x department).
+
+
+def lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Position of each query key in the sorted `keys`, -1 where absent."""
+    pos = np.searchsorted(keys, query)
+    pos = np.minimum(pos, max(len(keys) - 1, 0))
+    found = (keys[pos] == query) if len(keys) else np.zeros(len(query), bool)
+    return np.where(found, pos, -1)
+
+
+def csr_values(mat: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """mat[rows[j], cols[j]] for every j (0 where not stored), vectorised."""
+    mat = sp.csr_matrix(mat)
+    mat.sort_indices()
+    lengths = np.diff(mat.indptr)
+    n_cols = np.int64(mat.shape[1])
+    keys = np.repeat(np.arange(mat.shape[0], dtype=np.int64), lengths) * n_cols + mat.indices
+    pos = lookup(keys, rows.astype(np.int64) * n_cols + cols)
+    return _gather(mat.data, pos, 0.0)
+
+
+def _gather(values: np.ndarray, pos: np.ndarray, missing: float = np.nan) -> np.ndarray:
+    """values[pos] as float32, `missing` where pos is -1."""
+    if not len(values):
+        return np.full(len(pos), missing, np.float32)
+    return np.where(pos >= 0, values[np.maximum(pos, 0)], missing).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature context: everything the features need, computed at the cutoff (the end of `data`).
+
+
+def _codes(series: pl.Series) -> np.ndarray:
+    """Dense integer codes of a column's values (sorted order, so they are stable), -1 for null."""
+    codes = series.cast(pl.String).rank("dense").cast(pl.Float64).fill_null(0).to_numpy() - 1
+    return codes.astype(np.int32)
+
+
+def _scatter(n: int, index: pl.Series, values: pl.Series, missing: float = np.nan) -> np.ndarray:
+    out = np.full(n, missing, dtype=np.float32)
+    out[index.to_numpy()] = values.cast(pl.Float32).fill_null(np.nan).to_numpy()
+    return out
+
+
+def _pair_table(
+    tx: pl.DataFrame, n_cols: int, col: str, prefix: str, extra: bool = False
+) -> dict[str, np.ndarray]:
+    """Per (user, `col`), keyed by user * n_cols + col (sorted): purchases and days since the
+    last one; with `extra` also days since the first, distinct days, visits since the last
+    purchase (1: the customer's last visit), visits among the last 5 and purchases in the last
+    28 days, and purchases weighted 0.5 ** (age / 30)."""
+    aggs = [pl.len().alias("count"), pl.col("age").min().alias("last")]
+    if extra:
+        aggs += [
+            pl.col("age").max().alias("first"),
+            pl.col("age").n_unique().alias("days"),
+            pl.col("visit").min().alias("vlast"),
+            pl.col("visit").filter(pl.col("visit") <= 5).n_unique().alias("v5"),
+            pl.col("visit").filter(pl.col("visit") <= 10).n_unique().alias("v10"),
+            (pl.col("age") <= DAYS_28).sum().alias("c28"),
+            (0.5 ** (pl.col("age") / 30.0)).sum().cast(pl.Float32).alias("weight"),
+        ]
+    table = (
+        tx.filter(pl.col(col) >= 0)
+        .group_by("user", col)
+        .agg(aggs)
+        .with_columns(key=pl.col("user").cast(pl.Int64) * n_cols + pl.col(col))
+        .sort("key")
+    )
+    out = {f"{prefix}_key": table["key"].to_numpy()}
+    for name in table.columns:
+        if name not in ("user", col, "key"):
+            dtype = pl.Float32 if table[name].dtype.is_float() else pl.Int32
+            out[f"{prefix}_{name}"] = table[name].cast(dtype).to_numpy()
+    return out
+
+
+def context(data: Dataset) -> dict[str, Any]:
+    """Feature arrays at the end of `data`: `u_*` per customer, `i_*` per article (float32,
+    NaN where unknown), pair tables per customer x article / product / department, and the
+    article -> product code / department maps. Ages count days before the cutoff (the day after
+    the last one), so the last day has age 1."""
+    n_users, n_items = data.n_users, data.n_items
+    tx = data.transactions.with_columns(
+        age=(pl.lit(data.max_date) - pl.col("t_dat")).dt.total_days().cast(pl.Int32) + 1
+    )
+    has_price = "price" in tx.columns
+    has_channel = "sales_channel_id" in tx.columns
+    first_buy = pl.col("age").max().over("user", "item")
+    tx = tx.with_columns(
+        repeat=(pl.col("age") < first_buy).cast(pl.Float32),
+        visit=pl.col("age").rank("dense").over("user").cast(pl.Int32),
+    )
+    ctx: dict[str, Any] = {"n_items": int(n_items)}
+
+    user = tx.group_by("user").agg(
+        pl.col("age").min().alias("last"),
+        pl.col("age").max().alias("first"),
+        pl.len().alias("n_tx"),
+        pl.col("age").n_unique().alias("n_days"),
+        pl.col("item").n_unique().alias("n_items"),
+        (pl.col("age") <= DAYS_7).sum().alias("tx_7"),
+        (pl.col("age") <= DAYS_28).sum().alias("tx_28"),
+        pl.col("age").filter(pl.col("age") <= DAYS_28).n_unique().alias("days_28"),
+        pl.col("repeat").mean().alias("repeat"),
+        *([pl.col("price").sum().alias("spend"), pl.col("price").mean().alias("price")]
+          if has_price else []),
+        *([(pl.col("sales_channel_id") == 2).mean().alias("online")] if has_channel else []),
+    )  # fmt: skip
+    for col in user.columns[1:]:
+        ctx[f"u_{col}"] = _scatter(n_users, user["user"], user[col])
+    customers = data.customers
+    if "age" in customers.columns:
+        ctx["u_age"] = customers["age"].cast(pl.Float32).fill_null(np.nan).to_numpy()
+    for col in customers.columns:
+        if col in CUSTOMER_SKIP or customers[col].n_unique() > MAX_LEVELS:
+            continue
+        ctx[f"u_cat_{col}"] = _codes(customers[col]).astype(np.float32)
+
+    recent = pl.col("age") <= DAYS_7
+    item = tx.group_by("item").agg(
+        (pl.col("age") <= 1).sum().alias("sales_1"),
+        recent.sum().alias("sales_7"),
+        (pl.col("age") <= DAYS_28).sum().alias("sales_28"),
+        ((pl.col("age") > DAYS_7) & (pl.col("age") <= 2 * DAYS_7)).sum().alias("sales_prev_7"),
+        pl.len().alias("sales_all"),
+        pl.col("user").n_unique().alias("buyers"),
+        pl.col("age").max().alias("age"),
+        pl.col("age").min().alias("since_sale"),
+        pl.col("repeat").mean().alias("repeat"),
+        *([pl.col("price").mean().alias("price_mean"),
+           pl.col("price").filter(recent).mean().alias("price_7"),
+           pl.col("price").sort_by("age").first().alias("price_last")] if has_price else []),
+        *([(pl.col("sales_channel_id") == 2).mean().alias("online")] if has_channel else []),
+    )  # fmt: skip
+    for col in item.columns[1:]:
+        missing = 0.0 if col.startswith("sales") or col == "buyers" else np.nan
+        ctx[f"i_{col}"] = _scatter(n_items, item["item"], item[col], missing)
+    ctx["i_decay"] = data.item_popularity(half_life=7.0).astype(np.float32)
+    articles = data.articles
+    for col in CATEGORY_COLUMNS:
+        if col in articles.columns:
+            ctx[f"i_cat_{col}"] = _codes(articles[col]).astype(np.float32)
+
+    ctx |= _pair_table(tx, n_items, "item", "pair", extra=True)
+    # an article's rebuy cycle: the median days between repeat purchases of its customers
+    days = ctx["pair_days"]
+    gaps = (ctx["pair_first"] - ctx["pair_last"]) / np.maximum(days - 1, 1)
+    cycle = pl.DataFrame({"item": ctx["pair_key"] % n_items, "gap": gaps, "rebuy": days >= 2})
+    cycle = cycle.group_by("item").agg(
+        pl.col("gap").filter(pl.col("rebuy")).median().alias("cycle"),
+        pl.col("rebuy").mean().alias("rebuyers"),
+    )
+    for col in ("cycle", "rebuyers"):
+        ctx[f"i_{col}"] = _scatter(n_items, cycle["item"], cycle[col])
+    for col, prefix in (("product_code", "pc"), ("department_no", "dep")):
+        if col not in articles.columns:
+            continue
+        of = _codes(articles[col])
+        ctx[f"{prefix}_of"] = of
+        ctx[f"{prefix}_n"] = int(of.max(initial=-1)) + 1
+        mapped = tx.with_columns(_code=pl.Series(of[tx["item"].to_numpy()]))
+        ctx |= _pair_table(mapped, ctx[f"{prefix}_n"], "_code", prefix)
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# A stage: the sources and the feature context fitted on the history before one cutoff.
+
+
+@dataclass
+class Stage:
+    """Fitted source models (`parts`, registered models by name) and the feature `ctx`."""
+
+    parts: dict[str, Any]
+    ctx: dict[str, Any]
+
+    def warm(self, users: np.ndarray) -> np.ndarray:
+        """(n,) whether each user has training purchases (unknown users: False)."""
+        n_tx = self.ctx["u_n_tx"]
+        known = (users >= 0) & (users < len(n_tx))
+        return known & (np.nan_to_num(n_tx[np.where(known, users, 0)]) > 0)
+
+    # ---- candidates ----------------------------------------------------------------------------
+
+    def source(self, name: str, users: np.ndarray, n: int, cache: dict[str, Any]) -> Recs:
+        """The top `n` candidates of source `name` for `users` (-1 padding)."""
+        if name == "repurchase":
+            return row_top_k(rows_of(self.parts["repurchase"].own_, users), n)
+        if name == "itemcf":
+            cf = self.cf(users, cache)
+            seen = rows_of(self.parts["itemcf"].seen_, users)
+            return csr_top_k(sp.csr_matrix(cf - cf.multiply(seen)), n)
+        if name == "variants":
+            return self.variants(users, n)
+        return self.parts[name].recommend(users, n)  # segments, decay, als, sequence models
+
+    def variants(self, users: np.ndarray, n: int) -> Recs:
+        """Other articles of the products the customer bought, scored by the recency-weighted
+        purchases of the product (ties: the more popular article first)."""
+        if "pc_of" not in self.ctx:
+            return Recs(np.full((len(users), n), -1, np.int32), np.full((len(users), n), -np.inf))
+        of, n_codes = self.ctx["pc_of"], self.ctx["pc_n"]
+        valid = of >= 0
+        product = sp.csr_matrix(
+            (np.ones(valid.sum(), np.float32), (np.flatnonzero(valid), of[valid])),
+            shape=(len(of), n_codes),
+        )
+        own = rows_of(self.parts["repurchase"].own_, users)
+        scores = sp.csr_matrix((own @ product) @ product.T)
+        scores = sp.csr_matrix(scores - scores.multiply(own > 0))
+        scores.eliminate_zeros()
+        tie = 1.0 + 1e-3 * np.log1p(self.ctx["i_decay"])  # below any purchase-weight gap
+        return csr_top_k(sp.csr_matrix(scores @ sp.diags(tie)), n)
+
+    def cf(self, users: np.ndarray, cache: dict[str, Any]) -> sp.csr_matrix:
+        """(n_users, n_items) co-purchase scores: recency-weighted history @ item neighbours."""
+        if "cf" not in cache:
+            itemcf = self.parts["itemcf"]
+            cache["cf"] = sp.csr_matrix(rows_of(itemcf.history_, users) @ itemcf.neighbours_)
+        return cache["cf"]
+
+    def candidates(self, users: np.ndarray, sources: dict[str, int]) -> tuple[pl.DataFrame, dict]:
+        """The union of the sources' candidates: one row per (row of `users`, item) with each
+        source's score and rank (null where the source did not propose the article)."""
+        cache: dict[str, Any] = {}
+        frames = []
+        for name, n in sources.items():
+            recs = self.source(name, users, n, cache)
+            rows, rank = np.nonzero(recs.items >= 0)
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "row": rows.astype(np.int32),
+                        "item": recs.items[rows, rank].astype(np.int32),
+                        f"{name}_score": recs.scores[rows, rank].astype(np.float32),
+                        f"{name}_rank": rank.astype(np.float32),
+                    }
+                )
+            )
+        long = pl.concat(frames, how="diagonal")
+        cand = long.group_by("row", "item").agg(pl.all().max()).sort("row", "item")
+        return cand, cache
+
+    # ---- features ------------------------------------------------------------------------------
+
+    def features(
+        self, users: np.ndarray, cand: pl.DataFrame, cache: dict[str, Any]
+    ) -> pl.DataFrame:
+        """`cand` with every feature column added (float32, null/NaN where unknown)."""
+        ctx = self.ctx
+        rows = cand["row"].to_numpy()
+        items = cand["item"].to_numpy().astype(np.int64)
+        user = users[rows].astype(np.int64)
+        cols: dict[str, np.ndarray] = {}
+        for key, value in ctx.items():
+            if key.startswith("u_"):
+                cols[key] = value[user]
+            elif key.startswith("i_"):
+                cols[key] = value[items]
+        pos = lookup(ctx["pair_key"], user * ctx["n_items"] + items)
+        cols["p_count"] = _gather(ctx["pair_count"], pos, 0.0)
+        cols["p_days"] = _gather(ctx["pair_days"], pos, 0.0)
+        cols["p_last"] = _gather(ctx["pair_last"], pos)
+        cols["p_first"] = _gather(ctx["pair_first"], pos)
+        cols["p_vlast"] = _gather(ctx["pair_vlast"], pos)
+        cols["p_v5"] = _gather(ctx["pair_v5"], pos, 0.0)
+        cols["p_v10"] = _gather(ctx["pair_v10"], pos, 0.0)
+        cols["p_c28"] = _gather(ctx["pair_c28"], pos, 0.0)
+        cols["p_weight"] = _gather(ctx["pair_weight"], pos, 0.0)
+        with np.errstate(all="ignore"):
+            gap = (cols["p_first"] - cols["p_last"]) / (cols["p_days"] - 1)
+            cols["p_gap_ratio"] = np.where(cols["p_days"] >= 2, cols["p_last"] / gap, np.nan)
+            cols["p_last_vs_user"] = cols["p_last"] - cols["u_last"]
+            cols["p_visit_share"] = cols["p_days"] / cols["u_n_days"]
+            cols["p_recent_share"] = cols["p_v5"] / np.minimum(cols["u_n_days"], 5)
+            cols["p_due_item"] = cols["p_last"] / cols["i_cycle"]
+            visit_gap = (cols["u_first"] - cols["u_last"]) / (cols["u_n_days"] - 1)
+            cols["u_visit_gap"] = np.where(cols["u_n_days"] >= 2, visit_gap, np.nan)
+            cols["u_visit_due"] = cols["u_last"] / cols["u_visit_gap"]
+            cols["i_trend"] = cols["i_sales_7"] / (cols["i_sales_prev_7"] + 1)
+            if "i_price_mean" in cols:
+                cols["i_discount"] = cols["i_price_last"] / cols["i_price_mean"]
+                cols["price_vs_user"] = cols["i_price_mean"] / cols["u_price"]
+        for prefix in ("pc", "dep"):
+            if f"{prefix}_of" not in ctx:
+                continue
+            code = ctx[f"{prefix}_of"][items].astype(np.int64)
+            pos = lookup(ctx[f"{prefix}_key"], user * ctx[f"{prefix}_n"] + code)
+            pos = np.where(code >= 0, pos, -1)
+            cols[f"{prefix}_count"] = _gather(ctx[f"{prefix}_count"], pos, 0.0)
+            cols[f"{prefix}_last"] = _gather(ctx[f"{prefix}_last"], pos)
+            cols[f"{prefix}_share"] = cols[f"{prefix}_count"] / cols["u_n_tx"]
+        if "itemcf" in self.parts:
+            cols["pair_cf"] = csr_values(self.cf(users, cache), rows, items)
+        if "content" in self.parts:
+            content = self.parts["content"]
+            sims = rows_of(self.parts["repurchase"].own_, users) @ content.neighbours_
+            cols["pair_content"] = csr_values(sp.csr_matrix(sims), rows, items)
+        if "segments" in self.parts:
+            cols["u_segment"] = self.parts["segments"].segment_of(user).astype(np.float32)
+        if "als" in self.parts:
+            als = self.parts["als"]
+            u_f, i_f = als.user_factors_, als.item_factors_
+            cols["pair_als"] = np.einsum("ij,ij->i", u_f[user], i_f[items]).astype(np.float32)
+        ranks = [c for c in cand.columns if c.endswith("_rank")]
+        extra = pl.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in cols.items()})
+        return pl.concat([cand, extra], how="horizontal").with_columns(
+            n_sources=pl.sum_horizontal([pl.col(c).is_not_null() for c in ranks]).cast(pl.Float32),
+            rrf=pl.sum_horizontal([1.0 / (pl.col(c).fill_null(1e9) + 1.0) for c in ranks]),
+        )
+
+    def frame(self, users: np.ndarray, sources: dict[str, int]) -> pl.DataFrame:
+        """Candidates and features of `users` (one batch)."""
+        cand, cache = self.candidates(users, sources)
+        return self.features(users, cand, cache)
+
+
+def fit_stage(
+    data: Dataset,
+    sources: dict[str, int],
+    params: dict[str, dict[str, Any]],
+    content: Any | None = None,
+) -> Stage:
+    """Fit the models the sources and features need on `data`, and the feature context."""
+    names = ["repurchase", "decay"] + [
+        s for s in sources if s not in ("repurchase", "decay", "variants")
+    ]
+    if "itemcf" not in names:
+        names.append("itemcf")  # the cf_score feature
+    parts = {}
+    for name in names:
+        parts[name] = registry.create(name, **{**PART_PARAMS.get(name, {}), **params.get(name, {})})
+        parts[name].fit(data)
+    if content is not None:
+        parts["content"] = content
+    return Stage(parts, context(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model.
+
+LGB_DEFAULTS = {
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "lambda_l2": 1.0,
+    "max_bin": 255,
+}
+
+
+@dataclass
+class Ranker:
+    """Two-stage ranker: candidates from `sources` ("name:count,..."), ranked by LightGBM over
+    customer, article and pair features. `objective` is one objective ("lambdarank" or "binary")
+    or a comma list of them: an ensemble whose boosters (seeded seed, seed + 1, ...) add their
+    standardised scores. Trained on `train_weeks` periods of `label_days` days (at most
+    `train_users` buyers each), early-stopped on the last period of the data, then refit on all
+    of them; the sources' models take their parameters from `params` ("als.factors=32;...")."""
+
+    name: ClassVar[str] = "ranker"
+    fallback: ClassVar[str] = "decay (time-decayed popularity) for customers without purchases"
+    sources: str = DEFAULT_SOURCES
+    objective: str = "lambdarank,binary,binary"
+    label_days: int = 7
+    train_weeks: int = 3
+    train_users: int = 50_000
+    content: bool = True
+    params: str = ""
+    n_estimators: int = 500
+    early_stopping: int = 50
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 20
+    seed: int = 0
+    threads: int = 2
+
+    booster_: list = field(default=None, init=False, repr=False)
+    scales_: list = field(default=None, init=False, repr=False)
+    arrays_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
+    parts_: dict = field(default=None, init=False, repr=False)
+    ctx_: dict = field(default=None, init=False, repr=False)
+    features_: list = field(default=None, init=False, repr=False)
+    info_: dict = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.objectives()
+        if self.label_days < 1 or self.train_weeks < 0:
+            raise ConfigError("ranker: label_days must be >= 1 and train_weeks >= 0")
+        parse_sources(self.sources)
+
+    def objectives(self) -> list[str]:
+        """The objective of each booster of the ensemble (booster i is seeded seed + i)."""
+        names = [o.strip() for o in str(self.objective).split(",") if o.strip()]
+        if not names or any(o not in OBJECTIVES for o in names):
+            raise ConfigError(
+                f"ranker: objective must be a comma list of {', '.join(OBJECTIVES)}, "
+                f"not {self.objective!r}"
+            )
+        return names
+
+    def _params(self) -> dict[str, dict[str, Any]]:
+        return parse_params(self.params, [*PART_PARAMS, *parse_sources(self.sources)])
+
+    # ---- fit -----------------------------------------------------------------------------------
+
+    def fit(self, data: Dataset) -> Self:
+        sources, params = parse_sources(self.sources), self._params()
+        content = None
+        if self.content and _has_text(data):
+            content = registry.create("content", **params.get("content", {})).fit(data)
+        # week 1 (the last days of `data`) validates, weeks 2.. train
+        weeks, info = [], []
+        for j in range(1, self.train_weeks + 2):
+            frame, stats = self._labelled(data, j, sources, params, content)
+            info.append(stats)
+            weeks.append(frame)
+        names = self._feature_names(weeks)
+        self.booster_, self.scales_, fits = [], [], []
+        everything = [w for w in weeks if w is not None]
+        if sum(w["label"].sum() for w in everything) > 0:
+            full = pl.concat(everything, how="diagonal_relaxed")
+            for i, objective in enumerate(self.objectives()):
+                booster, stats = self._train(weeks, full, names, objective, self.seed + i)
+                raw = booster.predict(_matrix(full, names), raw_score=True)
+                self.booster_.append(booster.model_to_string())
+                self.scales_.append([float(raw.mean()), float(max(raw.std(), 1e-12))])
+                fits.append(stats)
+        self.features_ = names
+        self.info_ = {"weeks": info, "boosters": fits}
+        stage = fit_stage(data, sources, params, content)
+        self.arrays_, self.parts_ = pack(stage.parts)
+        self.ctx_ = pack_values(stage.ctx, "ctx", self.arrays_)
+        self._stage, self._boosters = stage, None
+        return self
+
+    def _train(
+        self,
+        weeks: list[pl.DataFrame | None],
+        full: pl.DataFrame,
+        names: list[str],
+        objective: str,
+        seed: int,
+    ) -> tuple[Any, dict]:
+        """One booster: early-stopped on week 1 when there are earlier weeks to train on, then
+        refit with the best round count on every labelled week (week 1 too)."""
+        import lightgbm as lgb
+
+        params = self._lgb_params(objective, seed)
+        valid, train = weeks[0], [w for w in weeks[1:] if w is not None]
+        rounds, stats = self.n_estimators, {"objective": objective, "seed": seed}
+        if train and valid is not None and valid["label"].sum() > 0:
+            eval_log: dict = {}
+            booster = lgb.train(
+                params,
+                self._dataset(pl.concat(train, how="diagonal_relaxed"), names, objective),
+                num_boost_round=self.n_estimators,
+                valid_sets=[self._dataset(valid, names, objective, only_positive=True)],
+                valid_names=["valid"],
+                callbacks=[
+                    lgb.early_stopping(self.early_stopping, verbose=False),
+                    lgb.record_evaluation(eval_log),
+                ],
+            )
+            rounds = max(1, booster.best_iteration or self.n_estimators)
+            metric = next(iter(eval_log.get("valid", {}).values()), [])
+            stats |= {"best_iteration": rounds, "valid_map": metric[rounds - 1] if metric else None}
+        booster = lgb.train(params, self._dataset(full, names, objective), num_boost_round=rounds)
+        return booster, stats | {"rounds": rounds}
+
+    def _labelled(
+        self,
+        data: Dataset,
+        j: int,
+        sources: dict[str, int],
+        params: dict[str, dict[str, Any]],
+        content: Any | None,
+    ) -> tuple[pl.DataFrame | None, dict]:
+        """Candidates + features of week j before the end of `data`, labelled by its purchases
+        (the sources fitted on the data before it); None when there is nothing to learn from."""
+        start = data.max_date + timedelta(days=1 - j * self.label_days)
+        history = data.window(end=start)
+        label = data.window(start=start, end=start + timedelta(days=self.label_days))
+        stats: dict[str, Any] = {"start": str(start)}
+        if history.transactions.is_empty() or label.transactions.is_empty():
+            return None, stats
+        stage = fit_stage(history, sources, params, content)
+        users = label.buyers()
+        users = users[stage.warm(users)]
+        if len(users) > self.train_users:
+            rng = np.random.default_rng(self.seed + j)
+            users = np.sort(rng.choice(users, self.train_users, replace=False))
+        if not len(users):
+            return None, stats
+        truth = label.transactions.select("user", "item").unique().with_columns(label=pl.lit(1.0))
+        parts = []
+        for s in range(0, len(users), BATCH):
+            batch = users[s : s + BATCH]
+            frame = stage.frame(batch, sources)
+            frame = frame.with_columns(
+                user=pl.Series(batch[frame["row"].to_numpy()], dtype=pl.Int32)
+            )
+            frame = frame.join(truth, on=["user", "item"], how="left").with_columns(
+                pl.col("label").fill_null(0.0), week=pl.lit(j, pl.Int32)
+            )
+            parts.append(frame)
+        frame = pl.concat(parts, how="diagonal_relaxed").sort("user", "item")
+        n_pairs = truth.join(
+            pl.DataFrame({"user": users.astype(np.int32)}), on="user", how="semi"
+        ).height
+        stats |= {
+            "users": len(users),
+            "rows": frame.height,
+            "positives": int(frame["label"].sum()),
+            "recall": float(frame["label"].sum() / max(n_pairs, 1)),
+        }
+        log.info("ranker: week %d from %s: %s", j, start, stats)
+        return frame, stats
+
+    def _feature_names(self, weeks: list[pl.DataFrame | None]) -> list[str]:
+        skip = {"row", "item", "user", "label", "week"}
+        names: list[str] = []
+        for w in weeks:
+            if w is not None:
+                names += [c for c in w.columns if c not in skip and c not in names]
+        return names
+
+    def _lgb_params(self, objective: str, seed: int) -> dict[str, Any]:
+        return {
+            **LGB_DEFAULTS,
+            "objective": objective,
+            "metric": "map",
+            "eval_at": [12],
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "seed": seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.threads,
+            "verbose": -1,
+        }
+
+    def _dataset(
+        self, frame: pl.DataFrame, names: list[str], objective: str, only_positive: bool = False
+    ) -> Any:
+        """A LightGBM dataset grouped by user; lambdarank learns nothing from a user without a
+        positive, so those are dropped (always for validation: MAP ignores them anyway)."""
+        import lightgbm as lgb
+
+        if only_positive or objective == "lambdarank":
+            has = frame.group_by("week", "user").agg(pl.col("label").max().alias("_has"))
+            frame = frame.join(has, on=["week", "user"]).filter(pl.col("_has") > 0)
+        frame = frame.sort("week", "user", "item")
+        groups = frame.group_by("week", "user", maintain_order=True).len()["len"].to_numpy()
+        return lgb.Dataset(
+            _matrix(frame, names),
+            label=frame["label"].to_numpy(),
+            group=groups,
+            feature_name=names,
+            free_raw_data=True,
+            params={"max_bin": LGB_DEFAULTS["max_bin"], "verbose": -1},
+        )
+
+    # ---- serve ---------------------------------------------------------------------------------
+
+    def stage(self) -> Stage:
+        """The fitted serving stage (rebuilt from the state after a load)."""
+        if getattr(self, "_stage", None) is None:
+            self._stage = Stage(
+                unpack(self.arrays_, self.parts_), unpack_values(self.ctx_, "ctx", self.arrays_)
+            )
+        return self._stage
+
+    def boosters(self) -> list[Any]:
+        """The LightGBM boosters of the ensemble (none when there was nothing to train on)."""
+        if getattr(self, "_boosters", None) is None:
+            import lightgbm as lgb
+
+            self._boosters = [lgb.Booster(model_str=text) for text in self.booster_ or []]
+        return self._boosters
+
+    def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
+        return batched(users, lambda u: self._recommend(u, k, exclude_seen), batch=BATCH)
+
+    def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
+        stage = self.stage()
+        fallback = stage.parts["decay"].recommend(users, k, exclude_seen=exclude_seen)
+        warm = stage.warm(users)
+        items = np.full((len(users), k), -1, np.int32)
+        scores = np.full((len(users), k), -np.inf, np.float32)
+        if warm.any():
+            ranked = self.rank(users[warm], k, exclude_seen=exclude_seen)
+            items[warm], scores[warm] = ranked.items, ranked.scores
+        return fill(Recs(items, scores), fallback, k)
+
+    def score(self, frame: pl.DataFrame) -> np.ndarray:
+        """Ranker scores of candidate rows: the sum of the boosters' raw scores, each
+        standardised by its mean and deviation on the training rows. Untrained: own articles
+        first, then by reciprocal-rank fusion of the sources."""
+        boosters = self.boosters()
+        if not boosters:
+            return (frame["p_count"].to_numpy() > 0) + frame["rrf"].to_numpy() / (1 + len(SOURCES))
+        x = _matrix(frame, self.features_)
+        total = np.zeros(frame.height)
+        for booster, (mean, std) in zip(boosters, self.scales_, strict=True):
+            total += (booster.predict(x, raw_score=True, num_threads=self.threads) - mean) / std
+        return total
+
+    def rank(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
+        """Top k candidates of warm `users` by the ranker; scores in (0, 1) (a sigmoid)."""
+        frame = self.stage().frame(users, parse_sources(self.sources))
+        if exclude_seen:
+            frame = frame.filter(pl.col("p_count") == 0)
+        rows = frame["row"].to_numpy()
+        item = frame["item"].to_numpy()
+        score = self.score(frame)
+        tie = frame["rrf"].to_numpy()
+        order = np.lexsort((item, -tie, -score, rows))
+        rows, item, score = rows[order], item[order], score[order]
+        starts = np.searchsorted(rows, np.arange(len(users)))
+        rank = np.arange(len(rows)) - starts[rows]
+        keep = rank < k
+        out_items = np.full((len(users), k), -1, np.int32)
+        out_scores = np.full((len(users), k), -np.inf, np.float64)
+        out_items[rows[keep], rank[keep]] = item[keep]
+        with np.errstate(over="ignore"):
+            out_scores[rows[keep], rank[keep]] = 1.0 / (1.0 + np.exp(-score[keep]))
+        return first_k(out_items, out_scores.astype(np.float32), out_items >= 0, k)
+
+
+def _matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """(rows, features) float32, NaN for missing values and for features the frame lacks."""
+    cols = [
+        frame[n].cast(pl.Float32).fill_null(np.nan).to_numpy()
+        if n in frame.columns
+        else np.full(frame.height, np.nan, np.float32)
+        for n in names
+    ]
+    return np.stack(cols, axis=1) if cols else np.empty((frame.height, 0), np.float32)
+
+
+def _has_text(data: Dataset) -> bool:
+    from fashionrec.models.content import TEXT_COLUMNS
+
+    return any(c in data.articles.columns for c in TEXT_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports: candidate recall and feature importance.
+
+
+def candidate_recall(model: Ranker, test: Dataset, users: np.ndarray | None = None) -> pl.DataFrame:
+    """Share of the test purchases (distinct customer-article pairs of `users`, by default every
+    test buyer) that are among each source's candidates, and among their union; the candidates
+    are those of the fitted model's serving stage."""
+    truth = test.transactions.select("user", "item").unique()
+    users = test.buyers() if users is None else np.asarray(users)
+    truth = truth.join(pl.DataFrame({"user": users.astype(np.int32)}), on="user", how="semi")
+    total = max(truth.height, 1)
+    stage = model.stage()
+    rows = []
+    cands = []
+    for s in range(0, len(users), BATCH):
+        batch = users[s : s + BATCH]
+        cand, _ = stage.candidates(batch, parse_sources(model.sources))
+        user = pl.Series(batch[cand["row"].to_numpy()], dtype=pl.Int32)
+        cands.append(cand.with_columns(user=user))
+    cand = pl.concat(cands, how="diagonal_relaxed")
+    hit = truth.join(cand, on=["user", "item"], how="inner")
+    for name in parse_sources(model.sources):
+        col = f"{name}_rank"
+        n_cand = int(cand[col].is_not_null().sum())
+        found = int(hit[col].is_not_null().sum())
+        rows.append(_recall_row(name, n_cand, found, len(users), total))
+    rows.append(_recall_row("union", cand.height, hit.height, len(users), total))
+    return pl.DataFrame(rows)
+
+
+def _recall_row(name: str, n_cand: int, found: int, n_users: int, total: int) -> dict[str, Any]:
+    return {
+        "source": name,
+        "candidates_per_user": n_cand / max(n_users, 1),
+        "found": found,
+        "purchases": total,
+        "recall": found / total,
+    }
+
+
+def feature_importance(model: Ranker, png: str | Path | None = None, top: int = 25) -> pl.DataFrame:
+    """Total gain and split count per feature (gain share of the total), best first; with
+    `png`, also a horizontal bar chart of the `top` features by gain (matplotlib, Agg)."""
+    boosters = model.boosters()
+    if not boosters:
+        return pl.DataFrame(schema={"feature": pl.String, "gain": pl.Float64, "splits": pl.Int64})
+    gain = sum(b.feature_importance("gain").astype(np.float64) for b in boosters)
+    splits = sum(b.feature_importance("split").astype(np.int64) for b in boosters)
+    table = pl.DataFrame(
+        {
+            "feature": boosters[0].feature_name(),
+            "gain": gain,
+            "splits": splits,
+            "gain_share": gain / max(gain.sum(), 1e-12),
+        }
+    ).sort(["gain", "feature"], descending=[True, False])
+    if png is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        head = table.head(top).reverse()
+        fig, ax = plt.subplots(figsize=(7, 0.25 * len(head) + 1.2))
+        ax.barh(head["feature"].to_list(), head["gain_share"].to_list())
+        ax.set(xlabel="share of total gain", title=f"ranker feature importance ({model.objective})")
+        fig.tight_layout()
+        png = Path(png)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{png.stem}.", suffix=".png", dir=png.parent)
+        os.close(fd)
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, png)
+    return table

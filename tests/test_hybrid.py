@@ -1,0 +1,109 @@
+"""Hybrids (weighted, switching, cascade): known answers on hand-made stores."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from fashionrec import artifacts
+from fashionrec.data.dataset import Dataset
+from fashionrec.errors import ConfigError
+from fashionrec.models import registry
+from fashionrec.models.base import Recs
+from fashionrec.models.hybrid import normalised
+
+END = date(2024, 3, 31)
+
+
+def store(rows: list[tuple[int, int, int]], n_users: int, n_items: int) -> Dataset:
+    """A Dataset from (days before END, user, item) rows, oldest first."""
+    rows = sorted(rows, key=lambda r: -r[0])
+    tx = pl.DataFrame(
+        {
+            "t_dat": [END - timedelta(days=d) for d, _, _ in rows],
+            "user": pl.Series([u for _, u, _ in rows], dtype=pl.Int32),
+            "item": pl.Series([i for _, _, i in rows], dtype=pl.Int32),
+        }
+    )
+    arts = pl.DataFrame(
+        {
+            "item": pl.Series(range(n_items), dtype=pl.Int32),
+            "article_id": [f"A{i}" for i in range(n_items)],
+        }
+    )
+    custs = pl.DataFrame(
+        {
+            "user": pl.Series(range(n_users), dtype=pl.Int32),
+            "customer_id": [f"c{u}" for u in range(n_users)],
+        }
+    )
+    return Dataset(tx, arts, custs, {})
+
+
+# Items 0-1 are everybody's recent best sellers; user 0 bought item 5 yesterday and item 6 long
+# ago; user 1 last bought (item 7) 200 days ago; user 2 bought nothing.
+ROWS = [(d, u, i) for u in range(3, 13) for d, i in ((1, 0), (2, 0), (3, 1))]
+ROWS += [(1, 0, 5), (120, 0, 6), (200, 1, 7)]
+DATA = store(ROWS, 14, 10)
+
+
+def top(name: str, user: int, k: int = 4, **params) -> list[int]:
+    model = registry.create(name, **params).fit(DATA)
+    return model.recommend(np.array([user]), k).items[0].tolist()
+
+
+def test_normalised_scales_rows_into_unit_interval() -> None:
+    recs = Recs(np.array([[3, 1, -1], [2, 0, 4]]), np.array([[5.0, 1.0, -np.inf], [2.0, 2.0, 2.0]]))
+    out = normalised(recs)
+    np.testing.assert_allclose(out.scores[0, :2], [1.0, 1e-3], rtol=1e-6)
+    assert out.scores[0, 2] == -np.inf
+    np.testing.assert_allclose(out.scores[1], [1.0, 1.0, 1.0])
+
+
+def test_cascade_puts_own_items_first() -> None:
+    # own items of user 0 (5 recent, then 6) come before the best sellers 0 and 1
+    assert top("cascade", 0, models="decay") == [5, 6, 0, 1]
+    assert top("cascade", 0, models="decay", own_items=1) == [5, 0, 1, 6]
+    # with exclude_seen nothing bought comes back: only the decay list
+    model = registry.create("cascade", models="decay").fit(DATA)
+    assert model.recommend(np.array([0]), 2, exclude_seen=True).items[0].tolist() == [0, 1]
+
+
+def test_switching_by_recency() -> None:
+    params = {"models": "repurchase,decay", "recent_days": 30}
+    assert top("switching", 0, **params)[:2] == [5, 6]  # recent: repurchase, own items first
+    assert top("switching", 1, **params)[:2] == [0, 1]  # 200 days ago: decay
+    assert top("switching", 1, **{**params, "recent_days": 365})[0] == 7
+    assert top("switching", 2, **params)[:2] == [0, 1]  # cold
+    with pytest.raises(ConfigError, match="exactly two"):
+        registry.create("switching", models="repurchase").fit(DATA)
+
+
+def test_weighted_weights_decide() -> None:
+    # repurchase puts 5 first, decay puts 0 first; the heavier weight wins
+    assert top("weighted", 0, models="repurchase,decay", weights="0.9,0.1")[0] == 5
+    assert top("weighted", 0, models="repurchase,decay", weights="0.1,0.9")[0] == 0
+    with pytest.raises(ConfigError, match="weight"):
+        registry.create("weighted", models="repurchase,decay", weights="1").fit(DATA)
+
+
+def test_component_params_and_round_trip(tmp_path: Path) -> None:
+    model = registry.create(
+        "weighted",
+        models="repurchase,als",
+        weights="0.5,0.5",
+        params="als.factors=4;als.iterations=2",
+    ).fit(DATA)
+    assert model.components()["als"].user_factors_.shape[1] == 4
+    artifacts.save(model, tmp_path / "w")
+    loaded = artifacts.load(tmp_path / "w")
+    users = np.arange(-1, DATA.n_users)
+    a, b = model.recommend(users, 5), loaded.recommend(users, 5)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    with pytest.raises(ConfigError, match="not one of"):
+        registry.create("weighted", models="repurchase,decay", params="als.factors=4").fit(DATA)

@@ -1,0 +1,211 @@
+"""The two-stage ranker: features, candidate sources and recall on hand-made stores, and a ranker
+that learns the rule of a store where customers buy their own articles again."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from fashionrec import artifacts
+from fashionrec.data.dataset import Dataset
+from fashionrec.errors import ConfigError
+from fashionrec.models import registry
+from fashionrec.models.ranker import (
+    candidate_recall,
+    context,
+    csr_values,
+    feature_importance,
+    fit_stage,
+    lookup,
+    parse_sources,
+)
+
+END = date(2024, 3, 31)
+
+
+def store(
+    rows: list[tuple[int, int, int]],
+    n_users: int,
+    n_items: int,
+    prices: list[float] | None = None,
+    articles: dict[str, list] | None = None,
+) -> Dataset:
+    """A Dataset from (days before END, user, item) rows (any order; sorted oldest first)."""
+    order = sorted(range(len(rows)), key=lambda j: -rows[j][0])
+    rows = [rows[j] for j in order]
+    tx = pl.DataFrame(
+        {
+            "t_dat": [END - timedelta(days=d) for d, _, _ in rows],
+            "user": pl.Series([u for _, u, _ in rows], dtype=pl.Int32),
+            "item": pl.Series([i for _, _, i in rows], dtype=pl.Int32),
+        }
+    )
+    if prices is not None:
+        tx = tx.with_columns(price=pl.Series([prices[j] for j in order], dtype=pl.Float32))
+    arts = pl.DataFrame(
+        {
+            "item": pl.Series(range(n_items), dtype=pl.Int32),
+            "article_id": [f"A{i}" for i in range(n_items)],
+            **(articles or {}),
+        }
+    )
+    custs = pl.DataFrame(
+        {
+            "user": pl.Series(range(n_users), dtype=pl.Int32),
+            "customer_id": [f"c{u}" for u in range(n_users)],
+        }
+    )
+    return Dataset(tx, arts, custs, {})
+
+
+# Products: items 0-2 are colours of product "P0", 3-4 of "P1", 5 is "P2"; departments 1 (items
+# 0-2) and 2 (3-5). User 0 bought item 0 on days 10 and 2 (before END) and item 3 on day 2; user 1
+# item 5 on day 30; user 2 item 0 on day 1, the last day (so day d has age d: the day after the
+# last one is the cutoff). Item 0 sold for 10, then 8 and 8.
+PRODUCTS = {"product_code": ["P0", "P0", "P0", "P1", "P1", "P2"]}
+PRODUCTS["department_no"] = [1, 1, 1, 2, 2, 2]
+SMALL_ROWS = [(10, 0, 0), (2, 0, 0), (2, 0, 3), (30, 1, 5), (1, 2, 0)]
+SMALL = store(SMALL_ROWS, 4, 6, prices=[10.0, 8.0, 4.0, 6.0, 8.0], articles=PRODUCTS)
+
+
+def test_lookup_and_csr_values() -> None:
+    keys = np.array([2, 5, 9], dtype=np.int64)
+    assert lookup(keys, np.array([5, 3, 9, 10, 0])).tolist() == [1, -1, 2, -1, -1]
+    assert lookup(keys[:0], np.array([1])).tolist() == [-1]
+    mat = sp.csr_matrix(np.array([[0, 2.0, 0], [3.0, 0, 4.0]]))
+    got = csr_values(mat, np.array([0, 1, 1, 0]), np.array([1, 2, 1, 0]))
+    assert got.tolist() == [2.0, 4.0, 0.0, 0.0]
+
+
+def test_context_features_by_hand() -> None:
+    ctx = context(SMALL)
+    assert ctx["u_last"][:3].tolist() == [2, 30, 1]
+    assert ctx["u_first"][0] == 10 and ctx["u_n_tx"][0] == 3 and ctx["u_n_days"][0] == 2
+    assert np.isnan(ctx["u_last"][3])  # user 3 never bought
+    assert ctx["u_spend"][0] == pytest.approx(22.0) and ctx["u_repeat"][0] == pytest.approx(1 / 3)
+    # item 0: sold on days 10, 2 and 1
+    assert ctx["i_sales_1"][0] == 1 and ctx["i_sales_7"][0] == 2 and ctx["i_sales_28"][0] == 3
+    assert ctx["i_buyers"][0] == 2 and ctx["i_age"][0] == 10 and ctx["i_since_sale"][0] == 1
+    assert ctx["i_price_mean"][0] == pytest.approx(26 / 3) and ctx["i_price_last"][0] == 8.0
+    assert ctx["i_sales_7"][1] == 0 and np.isnan(ctx["i_price_mean"][1])  # never sold
+    # customer x article, product and department features of user 0's candidates
+    stage = fit_stage(SMALL, parse_sources("repurchase:5,variants:5,decay:5"), {})
+    cand, cache = stage.candidates(np.array([0]), parse_sources("repurchase:5,variants:5"))
+    assert sorted(cand["item"].to_list()) == [0, 1, 2, 3, 4]
+    feats = {r["item"]: r for r in stage.features(np.array([0]), cand, cache).to_dicts()}
+    item0 = feats[0]  # bought on days 10 and 2: the last of user 0's two visits
+    assert (item0["p_count"], item0["p_days"], item0["p_last"], item0["p_first"]) == (2, 2, 2, 10)
+    assert (item0["p_vlast"], item0["p_v5"], item0["p_visit_share"]) == (1, 2, 1.0)
+    assert item0["p_gap_ratio"] == pytest.approx(2 / 8)  # 2 days since, once every 8 days
+    item1 = feats[1]  # another colour of P0, never bought
+    assert item1["p_count"] == 0 and np.isnan(item1["p_last"])
+    assert (item1["pc_count"], item1["pc_last"], item1["dep_count"]) == (2, 2, 2)
+    assert item1["dep_share"] == pytest.approx(2 / 3)
+    assert (feats[4]["pc_count"], feats[4]["dep_count"]) == (1, 1)  # P1 / D2: item 3 once
+    assert feats[3]["repurchase_rank"] == 1 and feats[3]["variants_rank"] is None
+
+
+def test_sources_by_hand() -> None:
+    stage = fit_stage(SMALL, parse_sources("repurchase:5,variants:5,decay:5"), {})
+    users = np.array([0, 1, 3])
+    own = stage.source("repurchase", users, 3, {})
+    assert own.items[0].tolist() == [0, 3, -1]  # bought twice beats once
+    assert own.items[1].tolist() == [5, -1, -1] and own.items[2].tolist() == [-1, -1, -1]
+    variants = stage.source("variants", users, 4, {})
+    # user 0: the other colours of P0 (weight of two purchases) before the other one of P1
+    assert variants.items[0].tolist()[:3] == [1, 2, 4]
+    assert variants.items[1].tolist() == [-1] * 4  # P2 has one article only
+
+
+def test_candidate_recall_exact() -> None:
+    # train: user 0 bought items 0 and 3, user 1 item 5; test week: user 0 buys 0 (own) and
+    # 1 (a colour of P0); user 1 buys 2 (nothing proposes it): 3 purchases
+    model = registry.create(
+        "ranker", sources="repurchase:5,variants:1", content=False, train_weeks=0
+    ).fit(SMALL)
+    test = store([(0, 0, 0), (0, 0, 1), (0, 0, 1), (0, 1, 2)], 4, 6, articles=PRODUCTS)
+    table = {r["source"]: r for r in candidate_recall(model, test).to_dicts()}
+    assert table["repurchase"]["found"] == 1 and table["variants"]["found"] == 1
+    assert table["union"]["recall"] == pytest.approx(2 / 3)
+    assert table["union"]["purchases"] == 3
+    assert table["repurchase"]["candidates_per_user"] == pytest.approx(3 / 2)  # (2 + 1) / 2
+
+
+def repeat_store(weeks: int = 6, n_users: int = 40, seed: int = 0) -> Dataset:
+    """Every week each customer buys their favourite article again (item 10 + u % 20) and one
+    popular article (0-5) they have not bought before: popularity says 0-5, the rule says the
+    favourite."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        popular = rng.permutation(6)
+        for w in range(weeks):
+            rows.append((7 * w + int(rng.integers(0, 7)), u, 10 + u % 20))
+            rows.append((7 * w + int(rng.integers(0, 7)), u, int(popular[w % 6])))
+    return store(rows, n_users + 2, 30)
+
+
+RANKER_FAST = {
+    "sources": "repurchase:10,itemcf:10,decay:10",
+    "content": False,
+    "n_estimators": 30,
+    "train_weeks": 2,
+}
+
+
+def test_ranker_learns_repurchase_rule() -> None:
+    data = repeat_store()
+    train = data.window(end=END - timedelta(days=6))  # the last week is the test
+    model = registry.create("ranker", **RANKER_FAST).fit(train)
+    assert model.booster_ and model.info_["weeks"][0]["positives"] > 0
+    users = np.arange(40)
+    favourite = 10 + users % 20
+    assert (model.recommend(users, 3).items[:, 0] == favourite).all()
+    decay = registry.create("decay").fit(train)
+    assert not (decay.recommend(users, 1).items[:, 0] == favourite).any()  # popularity: none
+    # cold (user 40) and unknown (-1) customers get the decay list
+    cold = model.recommend(np.array([40, -1]), 5).items
+    np.testing.assert_array_equal(cold[0], cold[1])
+    np.testing.assert_array_equal(cold[0], decay.recommend(np.array([40]), 5).items[0])
+    # exclude_seen: the favourite (bought) never comes back
+    assert not (model.recommend(users, 3, exclude_seen=True).items == favourite[:, None]).any()
+
+
+def test_binary_objective_and_importance(tmp_path: Path) -> None:
+    data = repeat_store(weeks=5, n_users=30, seed=1)
+    model = registry.create("ranker", objective="binary", **RANKER_FAST).fit(data)
+    table = feature_importance(model, tmp_path / "imp.png", top=10)
+    assert (tmp_path / "imp.png").stat().st_size > 1000
+    assert set(table["feature"]) == set(model.features_)
+    assert table["gain"].to_list() == sorted(table["gain"].to_list(), reverse=True)
+    own = table.filter(pl.col("feature").str.contains("^(p_|repurchase_)"))
+    assert own["gain_share"].sum() > 0.5  # the customer's own purchases explain the labels
+    artifacts.save(model, tmp_path / "m")
+    loaded = artifacts.load(tmp_path / "m")
+    users = np.arange(-1, 32)
+    np.testing.assert_array_equal(
+        model.recommend(users, 6).scores, loaded.recommend(users, 6).scores
+    )
+
+
+def test_untrained_ranker_serves_own_items_then_popularity() -> None:
+    # all purchases in the last week: no history to learn from, so no booster; the fallback
+    # order puts the customer's own articles first (item 0, bought twice, before item 3)
+    data = store([(3, 0, 0), (2, 0, 0), (1, 0, 3), (1, 1, 5), (2, 2, 5)], 3, 6)
+    model = registry.create("ranker", sources="repurchase:5,decay:5", content=False).fit(data)
+    assert not model.booster_
+    assert model.recommend(np.array([0]), 3).items[0].tolist() == [0, 3, 5]
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(ConfigError, match="unknown sources"):
+        registry.create("ranker", sources="repurchase:5,nonsense:3")
+    with pytest.raises(ConfigError, match="objective"):
+        registry.create("ranker", objective="huber")
+    with pytest.raises(ConfigError, match="at least 1"):
+        registry.create("ranker", sources="repurchase:0")
