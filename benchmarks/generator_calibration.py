@@ -1,0 +1,55 @@
+"""Calibration of the H&M generator: the final week of generated data against the real final week
+in ../shared/data/hm (article popularity curve, purchases per customer, repeat purchases,
+baskets, channel split, prices). Prints a markdown table and writes
+benchmarks/results/generator_calibration.json.
+
+    .venv/bin/python benchmarks/generator_calibration.py GENERATED_DIR [--real ../shared/data/hm]
+
+GENERATED_DIR comes from `fashionrec generate` (or `fashionrec.data.synthetic.generate`);
+counts are divided by its scale, so any scale compares with the real week, though the
+popularity curve (top shares, articles sold once) is only comparable at scale 1.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from fashionrec.data.synthetic import calibrate, calibration_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("generated", type=Path)
+    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data" / "hm")
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks/results/generator_calibration.json"
+    )
+    args = parser.parse_args()
+    table = calibrate(args.generated, args.real)
+    meta_path = args.generated / "generator.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    result = {
+        "benchmark": "generator_calibration",
+        "generator": meta,
+        "real": str(args.real),
+        "week": "the last 7 days of each transactions table",
+        "rows": table.to_dicts(),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=args.json.parent, prefix=".generator_calibration.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, args.json)
+    scale = meta.get("scale", "?")
+    print(f"generated (scale {scale}, seed {meta.get('seed', '?')}) vs real, final week\n")
+    print(calibration_markdown(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The Spark engine against the single-machine one, in local mode on the loopback interface:
+the same Dataset, identical popularity / repurchase / co-purchase state and lists, and ALS
+metrics within a tolerance. Skipped (with the reason) without pyspark or Java."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from fashionrec import artifacts
+from fashionrec.data import synthetic
+from fashionrec.data.dataset import Dataset
+from fashionrec.data.ingest import ingest
+from fashionrec.data.split import week
+from fashionrec.errors import DataError
+from fashionrec.evaluate import score_recs, truth_of
+from fashionrec.models import registry
+
+if importlib.util.find_spec("pyspark") is None:
+    pytest.skip(
+        "pyspark is not installed (pip install 'fashionrec[spark]')", allow_module_level=True
+    )
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("Spark needs Java 17+ (no java on PATH)", allow_module_level=True)
+
+from fashionrec import spark as sk
+from fashionrec.spark import ingest as spark_ingest
+from fashionrec.spark import models as spark_models
+
+ALS_PARAMS = {"factors": 16, "regularization": 5.0, "iterations": 10, "alpha": 10.0}
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    # tiny data: interpreted expressions and no adaptive re-planning start up faster
+    fast = {
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+        "spark.sql.adaptive.enabled": "false",
+    }
+    session = sk.session("local[2]", memory="1g", shuffle_partitions=2, conf=fast)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("spark") / "src"
+    synthetic.generate(out, scale=0.0004, seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local(tables: Path) -> Path:
+    out = tables.parent / "local"
+    ingest(tables, out)
+    return out
+
+
+def _equal_csr(a: sp.csr_matrix, b: sp.csr_matrix) -> None:
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_local_session_binds_to_loopback(spark) -> None:
+    assert spark.conf.get("spark.driver.host") == "127.0.0.1"
+    assert spark.conf.get("spark.driver.bindAddress") == "127.0.0.1"
+    assert spark.sparkContext.master == "local[2]"
+
+
+def test_ingest_writes_the_same_dataset(spark, tables: Path, local: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    manifest = spark_ingest.ingest(spark, tables, out)
+    ours, theirs = Dataset.load(out), Dataset.load(local)
+    for table in ("transactions", "articles", "customers"):
+        assert getattr(ours, table).equals(getattr(theirs, table)), table
+    expected = json.loads((local / "manifest.json").read_text())
+    for key in ("rows", "n_customers", "n_articles", "n_buying_customers", "date_range",
+                "columns", "missing_columns", "dataset_hash", "id_format", "inputs"):  # fmt: skip
+        assert manifest[key] == expected[key], key
+    assert not list(out.rglob("*.crc")) and not list(out.rglob("_SUCCESS"))
+
+
+def test_ingest_errors_and_dropped_articles(spark, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "articles.csv").write_text("article_id,prod_name\nA1,x\nA2,y\n")
+    (src / "transactions_train.csv").write_text(
+        "t_dat,customer_id,article_id\n2024-01-01,c1,A1\n2024-01-02,c2,A9\n"
+    )
+    manifest = spark_ingest.ingest(spark, src, tmp_path / "ok")
+    assert manifest["dropped"] == {"unknown_article_rows": 1, "unknown_article_ids": 1}
+    with pytest.raises(DataError, match="A9"):
+        spark_ingest.ingest(spark, src, tmp_path / "strict", strict=True)
+    (src / "transactions_train.csv").write_text(
+        "t_dat,customer_id,article_id\n2024-01-01,c1,A1\n2024-13-45,c2,A2\n"
+    )
+    with pytest.raises(DataError, match=r"t_dat is not a date.*2024-13-45"):
+        spark_ingest.ingest(spark, src, tmp_path / "bad")
+
+
+@pytest.mark.parametrize("name", ["popular", "decay", "repurchase", "itemcf"])
+def test_models_have_the_same_state_and_lists(spark, local: Path, name: str) -> None:
+    data = Dataset.load(local)
+    ours = spark_models.fit(spark, name, local)
+    theirs = registry.create(name).fit(data)
+    for field, value in vars(theirs).items():
+        if not field.endswith("_") or field.startswith("_"):
+            continue
+        mine = getattr(ours, field)
+        if sp.issparse(value):
+            if (name == "repurchase" and field == "own_") or (
+                name == "itemcf" and field == "history_"
+            ):
+                # repeats of one pair are added in another order than scipy's: float32 rounding
+                np.testing.assert_array_equal(mine.indices, value.indices)
+                np.testing.assert_allclose(mine.data, value.data, rtol=1e-6)
+            else:
+                _equal_csr(mine, value)
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(mine, value, err_msg=field)
+        else:
+            assert mine == value, field
+    users = np.arange(-1, data.n_users, dtype=np.int32)
+    for exclude in (False, True):
+        a = ours.recommend(users, 12, exclude_seen=exclude)
+        b = theirs.recommend(users, 12, exclude_seen=exclude)
+        if name in ("popular", "decay"):
+            np.testing.assert_array_equal(a.items, b.items)
+            np.testing.assert_array_equal(a.scores, b.scores)
+        else:  # float32 rounding may swap two articles whose scores tie to the last bit
+            same = (a.items == b.items).all(axis=1)
+            assert same.mean() > 0.99, (name, exclude, same.mean())
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+
+
+def test_als_metrics_match_within_tolerance(spark, local: Path, tmp_path: Path) -> None:
+    split = week(Dataset.load(local), 7)
+    train_dir = tmp_path / "train"
+    shutil.copytree(local, train_dir)
+    split.train.transactions.write_parquet(train_dir / "transactions.parquet")
+    ours = spark_models.fit(spark, "als", train_dir, ALS_PARAMS)
+    theirs = registry.create("als", **ALS_PARAMS).fit(split.train)
+    assert ours.user_factors_.shape == theirs.user_factors_.shape
+    np.testing.assert_array_equal(ours.trained_, theirs.trained_)
+    _equal_csr(ours.seen_, theirs.seen_)
+    assert ours.rebuy_ == theirs.rebuy_
+    users, _ = truth_of(split.test)
+    popular = registry.create("decay").fit(split.train)
+    maps = {
+        key: score_recs(m.recommend(users, 12).items, split, 12)["map@12"]
+        for key, m in (("spark", ours), ("local", theirs), ("decay", popular))
+    }
+    assert abs(maps["spark"] - maps["local"]) < 0.25 * maps["local"] + 0.005, maps
+    # the artifact of a Spark fit loads as the single-machine model, with the same output
+    path = artifacts.save(ours, tmp_path / "als")
+    again = artifacts.load(path)
+    np.testing.assert_array_equal(again.recommend(users, 12).items, ours.recommend(users, 12).items)
+
+
+def test_unsupported_models_are_a_clear_error(spark, local: Path) -> None:
+    from fashionrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Spark engine fits"):
+        spark_models.fit(spark, "bpr", local)
+    with pytest.raises(ConfigError, match="cosine"):
+        spark_models.fit(spark, "itemcf", local, {"similarity": "pearson"})
+
+
+def test_written_tables_read_as_one_frame(spark, tmp_path: Path) -> None:
+    df = spark.range(0, 1000, numPartitions=3).withColumnRenamed("id", "x")
+    sk.write_parquet(df.orderBy("x"), tmp_path / "t.parquet")
+    frame = pl.read_parquet(tmp_path / "t.parquet")
+    assert frame["x"].to_list() == list(range(1000))
