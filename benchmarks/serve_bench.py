@@ -63,9 +63,15 @@ async def load(url: str, paths: list[str], clients: int, requests: int, seconds:
         await asyncio.gather(*(worker(client) for _ in range(clients)))
         wall = time.perf_counter() - t0
     lat = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(lat), "errors": errors,
-            "rps": len(lat) / wall, "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99))}
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "errors": errors,
+        "rps": len(lat) / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }
 
 
 WRK_SCRIPT = """
@@ -96,13 +102,34 @@ def load_wrk(url: str, paths: list[str], clients: int, seconds: float) -> dict:
         script.write_text(WRK_SCRIPT)
         plist.write_text("\n".join(paths) + "\n")
         out = subprocess.run(
-            ["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{seconds:.0f}s",
-             "--latency", "-s", str(script), url, str(plist)],
-            capture_output=True, text=True, check=True).stdout
+            [
+                "wrk",
+                "-t",
+                str(min(clients, 2)),
+                "-c",
+                str(clients),
+                "-d",
+                f"{seconds:.0f}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+                str(plist),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     row = json.loads(out.split("JSON", 1)[1])
-    return {"clients": clients, "requests": row["requests"], "errors": row["errors"],
-            "rps": row["requests"] / row["seconds"], "p50_ms": row["p50_ms"],
-            "p95_ms": row["p95_ms"], "p99_ms": row["p99_ms"]}
+    return {
+        "clients": clients,
+        "requests": row["requests"],
+        "errors": row["errors"],
+        "rps": row["requests"] / row["seconds"],
+        "p50_ms": row["p50_ms"],
+        "p95_ms": row["p95_ms"],
+        "p99_ms": row["p99_ms"],
+    }
 
 
 def main() -> None:
@@ -114,8 +141,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto",
-                        help="load generator: wrk (C, Debian package) or Python httpx")
+    parser.add_argument(
+        "--client",
+        choices=["auto", "wrk", "httpx"],
+        default="auto",
+        help="load generator: wrk (C, Debian package) or Python httpx",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -128,10 +159,25 @@ def main() -> None:
     store = Path(tempfile.mkdtemp()) / "bench.sqlite3"
     env = {**os.environ, "FASHIONREC_API_KEY": "bench"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fashionrec.cli", "-q", "serve", str(args.registry), "--dataset",
-         str(args.dataset), "--port", str(port), "--store", str(store),
-         "--workers", str(args.workers)],
-        env=env, stdout=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "fashionrec.cli",
+            "-q",
+            "serve",
+            str(args.registry),
+            "--dataset",
+            str(args.dataset),
+            "--port",
+            str(port),
+            "--store",
+            str(store),
+            "--workers",
+            str(args.workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -156,21 +202,32 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
 
-    print(f"\nserving {model['model']}/{model['version']} on {args.dataset} "
-          f"({model['customers']:,} customers, {model['articles']:,} articles)\n")
+    print(
+        f"\nserving {model['model']}/{model['version']} on {args.dataset} "
+        f"({model['customers']:,} customers, {model['articles']:,} articles)\n"
+    )
     print("| route | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['route']} | {r['clients']} | {r['requests']} | {r['errors']} | "
-              f"{r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} |")
+        print(
+            f"| {r['route']} | {r['clients']} | {r['requests']} | {r['errors']} | "
+            f"{r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} |"
+        )
     top = max((r for r in rows if r["route"] == "recommendations"), key=lambda r: r["clients"])
     ok = top["p99_ms"] <= 50 and all(r["errors"] == 0 for r in rows)
-    print(f"\ntarget p99 <= 50 ms at {top['clients']} clients, no error: "
-          f"{'pass' if ok else 'FAIL'} (p99 {top['p99_ms']:.1f} ms)")
+    print(
+        f"\ntarget p99 <= 50 ms at {top['clients']} clients, no error: "
+        f"{'pass' if ok else 'FAIL'} (p99 {top['p99_ms']:.1f} ms)"
+    )
     RESULTS.mkdir(exist_ok=True)
-    out = {"model": model, "dataset": str(args.dataset), "workers": args.workers,
-           "client": "wrk" if use_wrk else "httpx", "rows": rows,
-           "target_met": ok}
+    out = {
+        "model": model,
+        "dataset": str(args.dataset),
+        "workers": args.workers,
+        "client": "wrk" if use_wrk else "httpx",
+        "rows": rows,
+        "target_met": ok,
+    }
     tmp = RESULTS / ".serve_bench.json.tmp"
     tmp.write_text(json.dumps(out, indent=2) + "\n")
     os.replace(tmp, RESULTS / "serve_bench.json")

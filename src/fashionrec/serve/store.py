@@ -88,8 +88,9 @@ class SQLiteStore:
         self._local = threading.local()
         self._buffer: list[tuple] = []
         self._buffer_lock = threading.Lock()
-        self._flushed = time.time()
+        self._due = threading.Event()
         self.flush_seconds = flush_seconds
+        self._writer: threading.Thread | None = None
         with self._conn() as conn:
             conn.executescript(SCHEMA)
 
@@ -144,22 +145,31 @@ class SQLiteStore:
         experiment: str | None,
         arm: str | None,
     ) -> None:
-        """Buffered: written in batches (at most `flush_seconds` late), because one transaction
-        per request would cost more than the recommendation itself. Impressions are analytics;
-        feedback is what must never be lost."""
+        """Buffered and written by a background thread (at most `flush_seconds` late): one
+        transaction per request, or a batch written on the request path, would cost more than the
+        recommendation itself (a batch commit stalled 1 request in 170 by ~50 ms). Impressions
+        are analytics; feedback is what must never be lost."""
         now = time.time()
         rows = [(now, customer_id, a, model, version, experiment, arm) for a in article_ids]
         with self._buffer_lock:
             self._buffer.extend(rows)
-            due = len(self._buffer) >= 2048 or now - self._flushed > self.flush_seconds
-        if due:
+            full = len(self._buffer) >= 2048
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, daemon=True)
+                self._writer.start()
+        if full:
+            self._due.set()
+
+    def _write_loop(self) -> None:
+        while True:
+            self._due.wait(self.flush_seconds)
+            self._due.clear()
             self.flush()
 
     def flush(self) -> None:
         """Write the buffered impressions."""
         with self._buffer_lock:
             rows, self._buffer = self._buffer, []
-            self._flushed = time.time()
         if not rows:
             return
         conn = self._conn(durable=False)
