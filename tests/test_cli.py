@@ -171,6 +171,10 @@ def test_evaluate_folds_reports_confidence_intervals(dataset: Path, tmp_path: Pa
         (["evaluate", "{tmp}"], "not a fashionrec dataset"),
         (["evaluate", "{ds}", "--by", "colour"], "not a customers or articles column"),
         (["score", "{tmp}/missing.csv", "--dataset", "{ds}"], "does not exist"),
+        (["generate", "--scale", "0.001", "--format", "xlsx", "--out", "{tmp}/x"], "--format"),
+        (["experiment", "ablation", "{ds}", "--which", "colour"], "unknown ablation"),
+        (["experiment", "ablation", "{tmp}/nothing"], "no such dataset directory"),
+        (["fit", "decay", "{ds}", "--out", "{tmp}/m", "--engine", "dask"], "local or spark"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(
@@ -206,3 +210,33 @@ def test_recommend_exclude_seen(dataset: Path, tmp_path: Path) -> None:
     row = dict(pl.read_csv(tmp_path / "sub.csv", infer_schema=False).iter_rows())
     assert "A1" not in row["u1"].split(" ") and row["u0"].split(" ")[0] == "A1"
     assert np.all([len(p.split(" ")) == 2 for p in row.values()])
+
+
+def test_generate_then_ingest(tmp_path: Path) -> None:
+    out = run("generate", "--scale", "0.0004", "--seed", "3", "--out", str(tmp_path / "gen"))
+    info = json.loads((tmp_path / "gen" / "generator.json").read_text())
+    assert f"{info['rows']['transactions']:,} transactions" in out
+    assert sorted(p.name for p in (tmp_path / "gen").glob("*.csv.gz")) == [
+        "articles.csv.gz",
+        "customers.csv.gz",
+        "transactions_train.csv.gz",
+    ]
+    run("ingest", str(tmp_path / "gen"), "--out", str(tmp_path / "ds"))
+    data = Dataset.load(tmp_path / "ds")
+    assert data.transactions.height == info["rows"]["transactions"]
+    assert data.n_users == info["rows"]["customers"]
+
+
+def test_experiment_ablation_on_a_sequence_file(tmp_path: Path) -> None:
+    # 30 customers walking the same cycle A->B->C->D->E: any order ablation sees the signal
+    lines = [" ".join(str(1 + (u + j) % 5) for j in range(6)) for u in range(30)]
+    (tmp_path / "seq.txt").write_text("\n".join(f"u{u} {line}" for u, line in enumerate(lines)))
+    tiny = ["emb_dim=4", "user_dim=2", "hidden=8", "epochs=1", "batch_size=16", "validate=false"]
+    out = run(
+        "experiment", "ablation", str(tmp_path / "seq.txt"), "--which", "history", "--k", "3",
+        *[a for p in tiny for a in ("-p", p)], "--json", str(tmp_path / "abl.json"),
+    )  # fmt: skip
+    assert "history (ns-gru" in out and "| max_history |" in out
+    rows = json.loads((tmp_path / "abl.json").read_text())["tables"]["history"]
+    assert [r["max_history"] for r in rows] == [5, 10, 20, 50]
+    assert all(0 <= r["hr@3"] <= 1 for r in rows)

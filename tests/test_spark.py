@@ -183,3 +183,28 @@ def test_written_tables_read_as_one_frame(spark, tmp_path: Path) -> None:
     sk.write_parquet(df.orderBy("x"), tmp_path / "t.parquet")
     frame = pl.read_parquet(tmp_path / "t.parquet")
     assert frame["x"].to_list() == list(range(1000))
+
+
+def test_cli_engine_spark_ingest_and_fit(spark, tables: Path, local: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fashionrec import cli
+
+    runner = CliRunner()
+    out = runner.invoke(
+        cli.app, ["ingest", str(tables), "--out", str(tmp_path / "ds"), "--engine", "spark"]
+    )
+    assert out.exit_code == 0, out.output
+    assert Dataset.load(tmp_path / "ds").transactions.equals(Dataset.load(local).transactions)
+    args = ["fit", "repurchase", str(tmp_path / "ds"), "--out", str(tmp_path / "m")]
+    out = runner.invoke(cli.app, [*args, "--engine", "spark"])
+    assert out.exit_code == 0, out.output
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["engine"] == "spark"
+    assert meta["dataset_hash"] == json.loads((local / "manifest.json").read_text())["dataset_hash"]
+    ours = artifacts.load(tmp_path / "m")
+    theirs = registry.create("repurchase").fit(Dataset.load(local))
+    users = np.arange(Dataset.load(local).n_users, dtype=np.int32)
+    np.testing.assert_array_equal(
+        ours.recommend(users, 12).items, theirs.recommend(users, 12).items
+    )

@@ -37,6 +37,24 @@ Params = Annotated[
         "--param", "-p", help="Hyper-parameter as key=value (model.key=value in evaluate)."
     ),
 ]
+Engine = Annotated[
+    str, typer.Option(help="local (polars, one machine) or spark (pyspark; any Spark cluster).")
+]
+Master = Annotated[
+    str | None,
+    typer.Option(help="Spark master (default local[2]; spark-submit sets its own)."),
+]
+
+
+def _spark(engine: str, master: str | None) -> Any:
+    """The SparkSession for --engine spark, None for local; a clear error for anything else."""
+    if engine == "local":
+        return None
+    if engine != "spark":
+        raise ConfigError(f"--engine must be local or spark, not {engine!r}")
+    from fashionrec import spark
+
+    return spark.session(master)
 
 
 @app.callback()
@@ -108,24 +126,32 @@ def list_models() -> None:
 @app.command()
 def ingest(
     src_dir: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="Directory with transactions_train, articles, "
-            "customers (.csv, .csv.gz or .parquet)."
+            "customers (.csv, .csv.gz or .parquet); with --engine spark also a Hadoop URI."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Dataset directory to write.")],
     sep: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
     strict: Annotated[bool, typer.Option(help="Fail on transactions of unknown articles.")] = False,
     id_format: Annotated[
         str, typer.Option(help="auto, hm (zero-pad numeric article ids to 10) or raw.")
     ] = "auto",
+    engine: Engine = "local",
+    master: Master = None,
 ) -> None:
     """Validate the H&M-schema tables in SRC_DIR and write a Dataset directory."""
-    from fashionrec.data.ingest import ingest as run
-
     t0 = time.perf_counter()
-    m = run(src_dir, out, sep=sep, strict=strict, id_format=id_format)
+    spark = _spark(engine, master)
+    if spark is None:
+        from fashionrec.data.ingest import ingest as run
+
+        m = run(Path(src_dir), Path(out), sep=sep, strict=strict, id_format=id_format)
+    else:
+        from fashionrec.spark.ingest import ingest as run_spark
+
+        m = run_spark(spark, src_dir, out, sep=sep, strict=strict, id_format=id_format)
     typer.echo(
         f"{out}: {m['rows']['transactions']:,} transactions, {m['n_customers']:,} customers, "
         f"{m['n_articles']:,} articles, {m['date_range'][0]}..{m['date_range'][1]} "
@@ -136,7 +162,9 @@ def ingest(
 @app.command()
 def fit(
     model: Annotated[str, typer.Argument(help="Model name (see `fashionrec models`).")],
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory from `ingest`.")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset directory from `ingest` (a URI with --engine spark).")
+    ],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Artifact directory.")] = None,
     registry_dir: Annotated[
         Path | None, typer.Option("--registry", help="Publish as the next version here.")
@@ -146,33 +174,46 @@ def fit(
     ] = False,
     param: Params = None,
     track: Track = "none",
+    engine: Engine = "local",
+    master: Master = None,
 ) -> None:
-    """Fit MODEL on all transactions of DATASET; save it as an artifact or publish it."""
+    """Fit MODEL on all transactions of DATASET; save it as an artifact or publish it.
+
+    With --engine spark (popular, decay, repurchase, itemcf, als) the work runs on Spark and the
+    artifact, written locally, is the same as the local engine's."""
     from fashionrec import artifacts
-    from fashionrec.data.dataset import Dataset
     from fashionrec.models import registry
     from fashionrec.serve import versions
 
     if (out is None) == (registry_dir is None):
         raise ConfigError("give exactly one of --out ARTIFACT or --registry DIR")
-    data = Dataset.load(dataset)
     params = parse_params(param, [model])[model]
+    registry.get(model)  # an unknown name is a clear error before any work
+    spark = _spark(engine, master)
     t0 = time.perf_counter()
-    fitted = registry.create(model, **params).fit(data)
+    if spark is None:
+        from fashionrec.data.dataset import Dataset
+
+        data = Dataset.load(Path(dataset))
+        fitted, data_hash = registry.create(model, **params).fit(data), data.hash
+    else:
+        from fashionrec.spark import models as spark_models
+
+        fitted = spark_models.fit(spark, model, dataset, params)
+        data_hash = spark_models.dataset_hash(spark, dataset)
     fit_s = time.perf_counter() - t0
+    extra = {"fit_s": fit_s, "engine": engine}
     if out is not None:
-        artifacts.save(fitted, out, dataset_hash=data.hash, extra={"fit_s": fit_s})
+        artifacts.save(fitted, out, dataset_hash=data_hash, extra=extra)
         where = str(out)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            path = artifacts.save(
-                fitted, Path(tmp) / model, dataset_hash=data.hash, extra={"fit_s": fit_s}
-            )
+            path = artifacts.save(fitted, Path(tmp) / model, dataset_hash=data_hash, extra=extra)
             where = f"{registry_dir}/{versions.publish(path, registry_dir, serve=serve)}"
     tracking.record(
         "fit",
-        params={"model": model, **params, "dataset": str(dataset)},
-        dataset_hash=data.hash,
+        params={"model": model, **params, "dataset": str(dataset), "engine": engine},
+        dataset_hash=data_hash,
         artifacts=[where],
         timings={"fit_s": fit_s},
         track=track,
@@ -454,6 +495,69 @@ def segments(
         f"{out}: elbow.json, elbow.png ({result['customers']:,} customers; "
         f"{result['source']} attributes: {', '.join(result['attributes'])})"
     )
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the three tables.")],
+    scale: Annotated[
+        float, typer.Option(help="1.0 = H&M size: 1.37M customers, 31.8M transactions.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv.gz, csv or parquet.")] = "csv.gz",
+    articles: Annotated[
+        Path | None,
+        typer.Option(help="The real articles table to use; default: an H&M-like made-up one."),
+    ] = None,
+) -> None:
+    """Generate a synthetic H&M data set (Kaggle format) of any scale, streamed to disk."""
+    from fashionrec.data.synthetic import generate as run
+
+    t0 = time.perf_counter()
+    info = run(out, scale=scale, seed=seed, fmt=fmt, articles=articles)  # type: ignore[arg-type]
+    rows = info.get("rows", {})
+    counts = ", ".join(f"{v:,} {k}" for k, v in rows.items())
+    typer.echo(f"{out}: {counts} ({time.perf_counter() - t0:.1f}s)")
+
+
+experiment_app = typer.Typer(no_args_is_help=True, help="The H&M thesis' experiments.")
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("ablation")
+def experiment_ablation(
+    data: Annotated[
+        Path,
+        typer.Argument(help="Dataset directory, or a one-line-per-user sequence file (.txt)."),
+    ],
+    which: Annotated[
+        list[str] | None, typer.Option(help="embedding, order, history (default: all three).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="The sequence model to ablate.")] = "ns-gru",
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 14,
+    param: Params = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the tables here.")] = None,
+) -> None:
+    """Leave-last-out ablations of a sequence model: embedding sizes, order, history length."""
+    from fashionrec.data.dataset import Dataset
+    from fashionrec.data.seqrec import read_seqrec
+    from fashionrec.evaluate import markdown_table
+    from fashionrec.experiments import ABLATIONS, ablation
+
+    names = tuple(which or ABLATIONS)
+    params = parse_params(param, [model])[model]
+    if not data.exists():
+        raise ConfigError(f"{data}: no such dataset directory or sequence file")
+    dataset = read_seqrec(data) if data.is_file() else Dataset.load(data)
+    tables = ablation(dataset, names, model, params, k)
+    columns = [f"hr@{k}", "ndcg@10", f"coverage@{k}", f"personalization@{k}", "epochs"]
+    for name, rows in tables.items():
+        key = next(iter(rows[0]))
+        typer.echo(f"\n{name} ({model}, {data}, k={k})\n")
+        typer.echo(markdown_table([{**r, key: str(r[key])} for r in rows], columns, key))
+    if json_out is not None:
+        payload = {"data": str(data), "model": model, "params": params, "k": k, "tables": tables}
+        _write_atomic(json_out, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def main() -> None:
