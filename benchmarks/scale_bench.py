@@ -93,8 +93,9 @@ def step_compare(ours: str, theirs: str) -> None:
     print(json.dumps({"identical": a.equals(b), "rows": [a.height, b.height]}))
 
 
-def step_implicit_recommend(artifact: str, k: str) -> None:
-    """implicit's own batched recommend for every customer, on our fitted ALS factors."""
+def step_implicit_recommend(artifact: str, k: str, sample: str = "0") -> None:
+    """implicit's own batched recommend for every customer (or a random sample of `sample`
+    customers, to bound the reference's time at full scale), on our fitted ALS factors."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     from fashionrec import artifacts
@@ -103,11 +104,17 @@ def step_implicit_recommend(artifact: str, k: str) -> None:
     imp = AlternatingLeastSquares(factors=model.user_factors_.shape[1], num_threads=2)
     imp.user_factors, imp.item_factors = model.user_factors_, model.item_factors_
     users = np.arange(model.seen_.shape[0])
+    if 0 < int(sample) < len(users):
+        users = np.sort(np.random.default_rng(0).choice(users, int(sample), replace=False))
     t0 = time.perf_counter()
     ids, _ = imp.recommend(
-        users, model.seen_, N=int(k), filter_already_liked_items=not model.rebuy_
+        users, model.seen_[users], N=int(k), filter_already_liked_items=not model.rebuy_
     )
-    print(json.dumps({"inner_s": time.perf_counter() - t0, "users": len(ids)}))
+    inner = time.perf_counter() - t0
+    total = model.seen_.shape[0]
+    print(
+        json.dumps({"inner_s": inner, "users": len(ids), "all_users_s": inner * total / len(ids)})
+    )
 
 
 STEPS = {
@@ -209,6 +216,12 @@ def main() -> None:
     parser.add_argument("--limit-gb", type=float, default=16.0, help="kill a step above this RSS")
     parser.add_argument("--step-timeout", type=float, default=5400, help="kill a step after (s)")
     parser.add_argument("--no-reference", action="store_true", help="skip the pandas ingest")
+    parser.add_argument(
+        "--reference-users",
+        type=int,
+        default=0,
+        help="implicit's recommend on a random sample of this many customers (0: all), scaled",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/scale_bench.json")
     parser.add_argument("--step", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -275,13 +288,15 @@ def main() -> None:
         rec["inner_s"] = float(inner.group(1)) if inner else None
         if model == "als" and rec["ok"]:
             imp = run(
-                "recommend als: implicit reference (all customers)",
-                [*me, "implicit_recommend", str(art), str(args.k)],
+                "recommend als: implicit reference (all customers; a sample is scaled)",
+                [*me, "implicit_recommend", str(art), str(args.k), str(args.reference_users)],
                 model=model,
             )
-            imp["inner_s"] = _json_tail(imp["output"]).get("inner_s")
-            if imp.get("inner_s") and rec["inner_s"]:
-                imp["ratio_inner"] = round(imp["inner_s"] / rec["inner_s"], 2)
+            ref_out = _json_tail(imp["output"])
+            imp["inner_s"], imp["users"] = ref_out.get("inner_s"), ref_out.get("users")
+            imp["all_users_s"] = ref_out.get("all_users_s")  # scaled to every customer
+            if imp.get("all_users_s") and rec["inner_s"]:
+                imp["ratio_inner"] = round(imp["all_users_s"] / rec["inner_s"], 2)
         with tempfile.NamedTemporaryFile(suffix=".json") as fh:
             ev = run(
                 f"evaluate {model} (fit before the last week, MAP@{args.k})",
