@@ -213,6 +213,13 @@ def main() -> None:
         help="comma-separated (default: decay, repurchase, and itemcf and als when registered)",
     )
     parser.add_argument("--k", type=int, default=12)
+    parser.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        help="model.key=value for fit and evaluate, e.g. als.threads=2",
+    )
     parser.add_argument("--limit-gb", type=float, default=16.0, help="kill a step above this RSS")
     parser.add_argument("--step-timeout", type=float, default=5400, help="kill a step after (s)")
     parser.add_argument("--no-reference", action="store_true", help="skip the pandas ingest")
@@ -266,7 +273,14 @@ def main() -> None:
 
     for model in models:
         art, sub = work / "artifacts" / model, work / "submissions" / f"{model}.csv"
-        fit = run(f"fit {model}", [*CLI, "fit", model, str(ds), "--out", str(art)], model=model)
+        own = [p for p in args.param if p.startswith(f"{model}.")]
+        fit_params = [a for p in own for a in ("-p", p.split(".", 1)[1])]
+        fit = run(
+            f"fit {model}",
+            [*CLI, "fit", model, str(ds), "--out", str(art), *fit_params],
+            model=model,
+            params=own,
+        )
         if not fit["ok"]:
             continue
         rec = run(
@@ -312,6 +326,7 @@ def main() -> None:
                     str(args.k),
                     "--json",
                     fh.name,
+                    *[a for p in own for a in ("-p", p)],
                 ],
                 model=model,
             )
