@@ -1,6 +1,7 @@
 """The H&M thesis' ablations of a sequence model at a small scale: embedding sizes, sequence order
 and history length (`fashionrec.experiments.ablation`), each printed as a markdown table and
-written to `benchmarks/results/ablation_<name>.json` (with the data set and parameters).
+written to `benchmarks/results/ablation_<name>_<data set>.json` (with the data set and parameters;
+the data set is the directory's name, or its parent's when it is called `dataset`).
 
     .venv/bin/python benchmarks/sequence_ablation.py --data build/online-retail/dataset \
         --model ns-gru --param epochs=5
@@ -11,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
-from fashionrec.cli import parse_params
+from fashionrec.cli import _write_atomic, parse_params
 from fashionrec.data.dataset import Dataset
 from fashionrec.evaluate import markdown_table
 from fashionrec.experiments import ABLATIONS, K, ablation
@@ -24,12 +23,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ["hr@14", "ndcg@10", "coverage@14", "personalization@14", "epochs", "train_s_per_epoch"]
 
 
-def write(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+def dataset_name(path: Path) -> str:
+    """build/online-retail/dataset -> online-retail; any other directory: its own name."""
+    path = path.resolve()
+    return path.parent.name if path.name == "dataset" else path.name
 
 
 def main() -> None:
@@ -46,9 +43,10 @@ def main() -> None:
         key = next(iter(rows[0]))
         print(f"\n{name} ({args.model}, {args.data}, k={K})\n")
         print(markdown_table([{**r, key: str(r[key])} for r in rows], COLUMNS, key))
-        write(
-            RESULTS / f"ablation_{name}.json",
-            {"data": str(args.data), "model": args.model, "params": params, "k": K, "rows": rows},
+        payload = {"data": str(args.data), "model": args.model, "params": params, "k": K}
+        _write_atomic(
+            RESULTS / f"ablation_{name}_{dataset_name(args.data)}.json",
+            json.dumps({**payload, "rows": rows}, indent=2) + "\n",
         )
 
 

@@ -25,14 +25,13 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fashionrec.cli import parse_params
+from fashionrec.cli import _write_atomic, parse_params
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.seqrec import read_seqrec
 from fashionrec.evaluate import markdown_table
@@ -92,11 +91,7 @@ def merge(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[
     old = json.loads(path.read_text()) if path.exists() else []
     new_keys = {tuple(r.get(c) for c in key) for r in rows}
     merged = [r for r in old if tuple(r.get(c) for c in key) not in new_keys] + rows
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, path)
+    _write_atomic(path, json.dumps(merged, indent=2) + "\n")
     return merged
 
 

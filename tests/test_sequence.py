@@ -9,24 +9,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fashionrec import artifacts, experiments
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.ingest import ingest
-from fashionrec.data.seqrec import read_seqrec, without_repeats
+from fashionrec.data.seqrec import (
+    ORDERS,
+    drop_repeats,
+    owners,
+    read_seqrec,
+    reorder,
+    repeats,
+    without_repeats,
+)
 from fashionrec.errors import ConfigError, DataError
-from fashionrec.models import registry, sequence
+from fashionrec.models import registry, torchutil
 from fashionrec.models.sequence import (
     append_rows,
-    drop_repeats,
-    hit_rate,
     keep_last,
-    reorder,
     tails,
     take_rows,
-    torch_session,
+    valid_hit_rate,
 )
+from fashionrec.models.torchutil import torch_session
 from tests.conftest import shared, write_tables
 
 SEQUENCE = ["ns-rnn", "ns-lstm", "ns-gru", "ns-attention", "ns-transformer", "sasrec"]
@@ -53,6 +58,10 @@ def test_drop_repeats_tails_and_row_helpers() -> None:
     items = np.array([1, 1, 2, 1, 3, 3])
     ip, it = drop_repeats(indptr, items)
     assert ip.tolist() == [0, 3, 4, 4] and it.tolist() == [1, 2, 1, 3]  # 1,2,1 stays: not in a row
+    _, _, days = drop_repeats(indptr, items, np.arange(6) * 10)  # aligned arrays follow
+    assert days.tolist() == [0, 20, 30, 40]
+    # a row's first item never repeats the previous row's last one
+    assert not repeats(np.array([0, 1, 2]), np.array([5, 5])).any()
     # last 2 items as tokens (item + 1), right-padded; dropping each row's last item first
     assert tails(ip, it, 2).tolist() == [[3, 2], [4, 0], [0, 0]]
     assert tails(ip, it, 2, drop=np.array([1, 0, 0]), rows=np.array([0, 1])).tolist() == [
@@ -65,6 +74,7 @@ def test_drop_repeats_tails_and_row_helpers() -> None:
     assert sub_ip.tolist() == [0, 1, 1, 4] and sub_it.tolist() == [3, 1, 2, 1]
     both = append_rows((sub_ip, sub_it), (np.array([0, 1, 2, 2]), np.array([7, 8])))
     assert both[0].tolist() == [0, 2, 3, 6] and both[1].tolist() == [3, 7, 8, 1, 2, 1]
+    assert both[2].tolist() == [False, True, True, False, False, False]  # the items from b
 
 
 def test_reorder_ablation_orders() -> None:
@@ -82,13 +92,37 @@ def test_reorder_ablation_orders() -> None:
     assert rand[6:].tolist() != [6, 7, 8, 9]
 
 
-def test_without_repeats_on_a_dataset(known_dataset: Dataset) -> None:
+def test_without_repeats_on_a_dataset(known_dataset: Dataset, random_dataset: Dataset) -> None:
     # u0 bought A4 three times in a row: one step; everything else is unchanged
     out = without_repeats(known_dataset)
     assert out.transactions.height == known_dataset.transactions.height - 2
     u0 = known_dataset.user_ids.to_index(["u0"])[0]
     items = out.transactions.filter(out.transactions["user"] == u0)["item"].to_list()
     assert known_dataset.item_ids.to_ids(np.array(items)).tolist() == ["A0", "A4"]
+    # the Dataset rule is the sequence rule
+    clean = without_repeats(random_dataset).sequences()
+    want = drop_repeats(*random_dataset.sequences())
+    for got, expected in zip(clean, want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_every_order_trains_on_the_same_purchases(random_dataset: Dataset) -> None:
+    """Repeats are dropped in true order before the reordering, so a shuffle that happens to put
+    two units of an article next to each other does not lose a purchase."""
+    indptr, items, _ = random_dataset.sequences()
+    assert repeats(indptr, items).any()  # there are repeats to drop
+    true_ip, true_items = tiny("ns-gru").sequences(random_dataset)
+    bought = true_items[np.lexsort((true_items, owners(true_ip)))]  # each customer's, sorted
+    n_targets = []
+    for order in ORDERS:
+        model = tiny("ns-gru", order=order)
+        ip, it = model.sequences(random_dataset)
+        np.testing.assert_array_equal(ip, true_ip)
+        np.testing.assert_array_equal(it[np.lexsort((it, owners(ip)))], bought)
+        n_targets.append(int((model._train_data(ip, it).seqs[:, 1:] > 0).sum()))
+    assert len(set(n_targets)) == 1  # training target positions
+    shuffled = tiny("ns-gru", order="random").sequences(random_dataset)[1]
+    assert shuffled.tolist() != true_items.tolist()
 
 
 # ---- known answers -------------------------------------------------------------------------
@@ -212,7 +246,7 @@ def test_validation_keeps_the_best_epoch(random_dataset: Dataset) -> None:
     assert len(prepared.valid_targets) == len(last)
     # the restored weights are those of the best epoch
     with torch_session(1, 0):
-        assert hit_rate(model.net(), prepared, 5) == pytest.approx(hrs[best])
+        assert valid_hit_rate(model.net(), prepared, 5) == pytest.approx(hrs[best])
 
 
 def test_only_the_validation_sample_is_held_out(random_dataset: Dataset) -> None:
@@ -233,17 +267,10 @@ def test_micro_batches_give_the_same_model(
     """The softmax in small logit blocks (gradient accumulation) = one big block."""
     params = {"epochs": 2, "validate": False, "loss": loss, "negatives": 5}
     big = tiny("ns-gru", **params).fit(random_dataset).weights_
-    monkeypatch.setattr(sequence, "LOGITS_BUDGET", 40)  # one position per block
+    monkeypatch.setattr(torchutil, "LOGITS_BUDGET", 40)  # one position per block
     small = tiny("ns-gru", **params).fit(random_dataset).weights_
     for key in big:
         np.testing.assert_allclose(big[key], small[key], atol=1e-5)
-
-
-def test_threads_are_capped_and_restored() -> None:
-    before = torch.get_num_threads()
-    with torch_session(8, 0):
-        assert torch.get_num_threads() <= 2
-    assert torch.get_num_threads() == before
 
 
 def test_bad_parameters_are_config_errors(random_dataset: Dataset) -> None:
@@ -253,6 +280,19 @@ def test_bad_parameters_are_config_errors(random_dataset: Dataset) -> None:
         tiny("ns-gru", loss="bpr").fit(random_dataset)
     with pytest.raises(ConfigError, match="heads"):
         tiny("sasrec", emb_dim=10, heads=4).fit(random_dataset)
+    with pytest.raises(ConfigError, match="threads"):
+        tiny("ns-gru", threads=0).fit(random_dataset)
+
+
+def test_features_given_as_a_string_are_column_names() -> None:
+    # `--param features=product_code` arrives as a string, not as a list
+    assert tiny("ns-gru", features="product_code").feature_names() == ("product_code",)
+    assert tiny("ns-gru", features="product_code, colour").feature_names() == (
+        "product_code",
+        "colour",
+    )
+    assert tiny("ns-gru", features=["product_code"]).feature_names() == ("product_code",)
+    assert tiny("ns-gru").feature_names() == ()
 
 
 # ---- seqrec reader -------------------------------------------------------------------------
@@ -267,6 +307,11 @@ def test_read_seqrec(tmp_path: Path) -> None:
     indptr, items, _ = data.sequences()
     assert indptr.tolist() == [0, 3, 5]
     assert data.item_ids.to_ids(items).tolist() == ["30", "10", "20", "10", "30"]  # file order
+    # tabs and repeated spaces separate tokens too
+    (tmp_path / "tabs.txt").write_text("7\t30  10 20 \r\n  \n8 10\t\t30\n")
+    tabs = read_seqrec(tmp_path / "tabs.txt")
+    np.testing.assert_array_equal(tabs.sequences()[0], indptr)
+    np.testing.assert_array_equal(tabs.sequences()[1], items)
     (tmp_path / "bad.txt").write_text("1 2 3\n2 x 4\n")
     with pytest.raises(DataError, match="row 2"):
         read_seqrec(tmp_path / "bad.txt")

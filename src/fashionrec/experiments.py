@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from fashionrec.data.dataset import Dataset
-from fashionrec.data.seqrec import without_repeats
+from fashionrec.data.seqrec import ORDERS, without_repeats
 from fashionrec.data.split import leave_last_out
 from fashionrec.errors import ConfigError
 from fashionrec.evaluate import truth_of
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 K = 14  # the thesis' cutoff
 EMBEDDING_SIZES = (1, 10, 20, 128, 256)
-ORDERS = ("true", "day-shuffle", "random")
 HISTORY_LENGTHS = (5, 10, 20, 50)
 THESIS_COLUMNS = (
     "hr@14",
@@ -127,8 +126,9 @@ def ablation_order(
     orders: tuple[str, ...] = ORDERS,
     k: int = K,
 ) -> list[dict[str, Any]]:
-    """Sequence order the model reads (true, shuffled within each day, random); the test target
-    is always the true next purchase."""
+    """Sequence order the model reads (true, shuffled within each day, random); repeats are
+    removed in true order first, so every order trains on the same purchases, and the test
+    target is always the true next purchase."""
     return _sweep(data, model, params, "order", orders, lambda o: {"order": o}, k)
 
 

@@ -16,7 +16,6 @@ condition (cold customers then get popularity), so the value of the condition is
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -41,6 +40,7 @@ from fashionrec.models.base import (
 )
 from fashionrec.models.segments import Segments
 from fashionrec.models.torchutil import (
+    block_rows,
     load_weights,
     recall_at,
     to_numpy,
@@ -48,9 +48,6 @@ from fashionrec.models.torchutil import (
     train_epochs,
 )
 
-log = logging.getLogger(__name__)
-
-LOGITS_BUDGET = 1 << 22  # floats in one (customers x columns) score block (16 MB)
 # the Segments state that `assign` needs (the per-customer arrays are kept apart)
 SEGMENT_STATE = ("source_", "features_", "numeric_", "levels_", "edges_", "modes_", "centres_")
 SEGMENT_STATE += ("scale_", "gamma_")
@@ -124,8 +121,7 @@ class CVAE:
     annealed to `anneal_cap` over `anneal_epochs`, early stopping on the recall@`valid_k` of each
     validation customer's last purchase day (never trained on). `half_life` weights the
     reconstructed purchases by recency (0.5 ** (age_days / half_life), repeats adding up; the
-    input stays binary): on the Online Retail week MAP@12 0.125 against 0.095 with None, the
-    binary target of the paper."""
+    input stays binary); None gives the binary target of the paper."""
 
     name: ClassVar[str] = "cvae"
     fallback: ClassVar[str] = (
@@ -156,7 +152,7 @@ class CVAE:
     prior_samples: int = 64
     fill_half_life: float = 7.0
     seed: int = 0
-    threads: int = 1  # 2 were 8x slower here: spin-waiting threads on a shared machine
+    threads: int = 1  # torch threads, at most torchutil.MAX_THREADS (2: shared machines)
 
     weights_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
     columns_: np.ndarray = field(default=None, init=False, repr=False)
@@ -298,7 +294,7 @@ class CVAE:
                 torch.topk(
                     self._scores(net, inputs[part], part), min(self.valid_k, inputs.shape[1])
                 ).indices.numpy()
-                for part in np.array_split(valid, -(-len(valid) // self._block()))
+                for part in np.array_split(valid, -(-len(valid) // block_rows(len(self.columns_))))
             ]
             return recall_at(np.concatenate(tops), valid_out)
 
@@ -310,10 +306,6 @@ class CVAE:
             patience=self.patience,
             name=self.name,
         )
-
-    def _block(self) -> int:
-        """Customers per scoring block (bounded memory)."""
-        return max(1, LOGITS_BUDGET // len(self.columns_))
 
     def _condition(self, users: np.ndarray) -> torch.Tensor:
         if not self.n_cond_:
@@ -384,7 +376,7 @@ class CVAE:
         def part(batch: np.ndarray) -> Recs:
             return self._serve(batch, self.segment_of(batch), k, exclude_seen)
 
-        return batched(users, part, batch=self._block())
+        return batched(users, part, batch=block_rows(len(self.columns_)))
 
     def _serve(self, users: np.ndarray, segments: np.ndarray, k: int, exclude_seen: bool) -> Recs:
         """Decoded histories, else decoded segment priors, filled with popularity."""

@@ -5,11 +5,12 @@ Every customer and article seen in training has an ego embedding; `layers` round
 over the symmetric-normalised adjacency D^-1/2 A D^-1/2 (torch sparse CSR matmul, no weights, no
 non-linearity) and the mean over layers 0..L give the final embeddings, and a score is their dot
 product. Training: BPR in its softplus form, softplus(-(pos - neg), beta) (the H&M GNN project's
-beta = 1.5), one uniformly sampled unbought negative per purchase, Adam with weight decay, early
-stopping on the recall@`valid_k` of each validation customer's last purchase (removed from the
-training graph). The final embeddings are propagated once more over the whole training graph and
-kept as the state, so serving is a dot product; customers and articles unseen in training have
-no embedding (popularity fills).
+beta = 1.5), one uniformly sampled unbought negative per purchase, plus `weight_decay` times the
+squared L2 norm of the batch's ego embeddings (LightGCN's own regulariser, not Adam's weight
+decay); Adam; early stopping on the recall@`valid_k` of each validation customer's last purchase
+(removed from the training graph). The final embeddings are propagated once more over the whole
+training graph and kept as the state, so serving is a dot product; customers and articles unseen
+in training have no embedding (popularity fills).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from fashionrec.models.base import (
     top_k_dense,
 )
 from fashionrec.models.torchutil import (
+    block_rows,
     recall_at,
     sparse_tensor,
     spmm,
@@ -44,8 +46,6 @@ from fashionrec.models.torchutil import (
 )
 
 log = logging.getLogger(__name__)
-
-LOGITS_BUDGET = 1 << 22  # floats in one (customers x articles) score block (16 MB)
 
 
 class LightGCNNet(nn.Module):
@@ -86,8 +86,8 @@ def normalised(pairs: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass
 class LightGCN:
     """LightGCN: `factors`-dimensional embeddings, `layers` propagation rounds, BPR with softplus
-    `beta`, Adam (`lr`, `weight_decay`), `epochs` with early stopping (`patience`) on up to
-    `valid_users` customers' last purchase."""
+    `beta` plus `weight_decay` x the batch's ego embeddings' squared L2 norm, Adam (`lr`), `epochs`
+    with early stopping (`patience`) on up to `valid_users` customers' last purchase."""
 
     name: ClassVar[str] = "lightgcn"
     fallback: ClassVar[str] = (
@@ -108,7 +108,7 @@ class LightGCN:
     valid_k: int = 20
     fill_half_life: float = 7.0
     seed: int = 0
-    threads: int = 1  # 2 were 8x slower here: spin-waiting threads on a shared machine
+    threads: int = 1  # torch threads, at most torchutil.MAX_THREADS (2: shared machines)
 
     weights_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
     user_row_: np.ndarray = field(default=None, init=False, repr=False)
@@ -157,11 +157,12 @@ class LightGCN:
         if not len(candidates):
             return full, empty, empty
         tx = data.transactions
-        last_item = np.zeros(data.n_users, dtype=np.int64)
-        last_item[tx["user"].to_numpy()] = tx["item"].to_numpy()  # the last row of each user
+        last_row = np.full(data.n_users, -1, dtype=np.int64)  # the rows are in time order
+        np.maximum.at(last_row, tx["user"].to_numpy(), np.arange(tx.height))
+        last_item = tx["item"].to_numpy()[last_row[users[candidates]]]
         col_of = np.full(data.n_items, -1, dtype=np.int64)
         col_of[self.items_] = np.arange(len(self.items_))
-        targets = col_of[last_item[users[candidates]]]
+        targets = col_of[last_item]
         held = sp.csr_matrix(
             (np.ones(len(candidates), dtype=np.float32), (candidates, targets)), shape=full.shape
         )
@@ -210,7 +211,7 @@ class LightGCN:
                 (np.ones(len(valid), dtype=np.float32), (np.arange(len(valid)), targets)),
                 shape=(len(valid), n_items + 1),
             )
-            step = max(1, LOGITS_BUDGET // n_items)
+            step = block_rows(n_items)
             tops = []
             for s in range(0, len(valid), step):
                 rows = valid[s : s + step]
@@ -233,10 +234,9 @@ class LightGCN:
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
         users = np.asarray(users, dtype=np.int64)
-        return batched(users, lambda u: self._serve(u, k, exclude_seen), self._block())
-
-    def _block(self) -> int:
-        return max(1, LOGITS_BUDGET // max(len(self.items_), 1))
+        return batched(
+            users, lambda u: self._serve(u, k, exclude_seen), block_rows(len(self.items_))
+        )
 
     def _serve(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
         known = (users >= 0) & (users < len(self.user_row_))

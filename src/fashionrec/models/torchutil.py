@@ -1,5 +1,6 @@
-"""Torch helpers shared by the network models (`cvae`, `lightgcn`): a thread-capped seeded session,
-weights <-> numpy state, and an epoch loop with early stopping on a validation score."""
+"""Torch helpers shared by the network models (`cvae`, `lightgcn`, the sequence models): a
+thread-capped seeded session, weights <-> numpy state, the score-block budget, and an epoch loop
+with early stopping on a validation score."""
 
 from __future__ import annotations
 
@@ -16,15 +17,34 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fashionrec.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+# The models' `threads` are capped: the project's machines have 2 cores shared with other jobs,
+# and more torch threads than free cores spin-wait instead of working.
+MAX_THREADS = 2
+# Floats in one (rows x columns) score or logit block: 16 MB. Larger blocks pass glibc's 32 MB
+# mmap threshold and are page-faulted afresh on every call (slower on CPU in a one-off
+# measurement here).
+LOGITS_BUDGET = 1 << 22
+
+
+def block_rows(width: int) -> int:
+    """Rows per score block of `width` columns that fit LOGITS_BUDGET (at least 1)."""
+    return max(1, LOGITS_BUDGET // max(width, 1))
 
 
 @contextlib.contextmanager
 def torch_session(threads: int, seed: int) -> Iterator[None]:
-    """At most `threads` (and never more than 2) torch threads and a private, seeded RNG; the
-    caller's settings come back afterwards."""
+    """`threads` torch threads (clamped to MAX_THREADS with a warning) and a private, seeded RNG;
+    the caller's settings come back afterwards. `threads` < 1 is a ConfigError."""
+    if threads < 1:
+        raise ConfigError(f"threads must be at least 1, not {threads}")
+    if threads > MAX_THREADS:
+        log.warning("threads=%d clamped to %d (torchutil.MAX_THREADS)", threads, MAX_THREADS)
     old = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(threads, 2)))  # the machines are shared
+    torch.set_num_threads(min(threads, MAX_THREADS))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -62,7 +82,7 @@ class _SparseMM(torch.autograd.Function):
     """a @ x for a sparse CSR `a`, with the gradient at @ g from a given transpose `at`.
 
     Hand-written because torch's own backward of a CSR matmul transposes the matrix on every
-    call: 10x slower (0.26 s against 0.026 s per LightGCN layer on 200,000 edges here)."""
+    call, which was about 10x slower per LightGCN layer in a one-off measurement (200,000 edges)."""
 
     @staticmethod
     def forward(ctx: Any, a: torch.Tensor, at: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -87,10 +107,11 @@ def train_epochs(
     epochs: int,
     patience: int,
     name: str,
+    metric: str = "valid",
 ) -> list[dict[str, float]]:
     """Run `epoch(i)` (one pass over the training data; returns the mean loss) `epochs` times.
-    With `validate` (a score, higher is better), stop after `patience` epochs without a new best
-    and restore the best weights. Returns one log row per epoch."""
+    With `validate` (a score, higher is better, logged as `metric`), stop after `patience` epochs
+    without a new best and restore the best weights. Returns one log row per epoch."""
     best, best_state, waited, rows = -np.inf, None, 0, []
     bar = tqdm(range(epochs), desc=f"fit {name}", unit="epoch", disable=None, leave=False)
     for i in bar:
@@ -100,14 +121,14 @@ def train_epochs(
         if validate is not None:
             module.eval()
             with torch.no_grad():
-                row["valid"] = float(validate())
+                row[metric] = float(validate())
         rows.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
         log.info("%s epoch %s", name, {k: round(v, 4) for k, v in row.items()})
         if validate is None:
             continue
-        if row["valid"] > best:
-            best, waited = row["valid"], 0
+        if row[metric] > best:
+            best, waited = row[metric], 0
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             waited += 1
