@@ -3,8 +3,9 @@
 Every fold refits every model on the data before its test window (fold 0 is the last
 `--test-days` days). Prints the MAP@k / HR@k table (last window and mean over the folds, with fit
 and recommend seconds), the ratios to the best baseline and the best single model, the ranker's
-candidate recall per source and its feature importance; writes benchmarks/results/ranker.json and
-the importance plot.
+candidate recall per source and its feature importance; writes benchmarks/results/ranker.json
+(with the ranker's training statistics per fold and the models counted as baselines and as single
+models) and the importance plot.
 
     .venv/bin/python benchmarks/ranker_bench.py build/online-retail/dataset --folds 4
     .venv/bin/python benchmarks/ranker_bench.py build/hm/dataset --test-days 1 --folds 2 \
@@ -64,17 +65,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "fit_s": run_.fit_s,
                 "recommend_s": run_.recommend_s,
             }
-            folds[name].append(row)
-            log.info("fold %d %s: map %.4f fit %.1fs", f, name, row[f"map@{k}"], run_.fit_s)
             if name == "ranker":
+                row["training"] = run_.model.info_  # per labelled period and per booster
                 recall.append(candidate_recall(run_.model, split.test).with_columns(fold=f))
                 if f == 0:
                     importance = feature_importance(run_.model, args.png)
-                    folds[name][-1]["info"] = run_.model.info_
+            folds[name].append(row)
+            log.info("fold %d %s: map %.4f fit %.1fs", f, name, row[f"map@{k}"], run_.fit_s)
     rows = []
     for name in names:
-        mean = summarize([{key: v for key, v in r.items() if key != "info"} for r in folds[name]])
+        mean = summarize(folds[name])  # numeric keys only
         last = folds[name][0]
+        training = [r["training"] for r in folds[name] if "training" in r]
         rows.append(
             {
                 "model": name,
@@ -86,14 +88,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "fit_s": mean["fit_s"],
                 "recommend_s": mean["recommend_s"],
                 "folds": [r[f"map@{k}"] for r in folds[name]],
+                **({"training": training} if training else {}),  # the ranker's, per fold
             }
         )
     by = {r["model"]: r for r in rows}
+    # the models run that count as a baseline / a single model in the ratios
+    groups = {
+        group: [m for m in members if m in by]
+        for group, members in (("baseline", BASELINES), ("single", SINGLE))
+    }
     ratios = {}
     if "ranker" in by:
         for period in ("last", "mean"):
-            for group, members in (("baseline", BASELINES), ("single", SINGLE)):
-                present = [m for m in members if m in by]
+            for group, present in groups.items():
                 if not present:
                     continue
                 best = max(present, key=lambda m: by[m][f"{period}_map"])
@@ -122,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "params": params,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "rows": rows,
+        "groups": groups,
         "ratios": ratios,
         "recall": None if recall_table is None else recall_table.to_dicts(),
         "importance": None if importance is None else importance.head(30).to_dicts(),
@@ -146,6 +154,7 @@ def report(result: dict[str, Any]) -> str:
         out += [
             f"| {key} | {v['best']} | {v['ratio']:.2f} |" for key, v in result["ratios"].items()
         ]
+        out += ["", "; ".join(f"{g}: {', '.join(m)}" for g, m in result["groups"].items() if m)]
     if result["recall"]:
         out += ["", "Candidate recall (share of the test purchases among the candidates)", ""]
         out += [

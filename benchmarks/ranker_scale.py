@@ -1,7 +1,8 @@
 """Time and memory of the two-stage ranker at scale: fit on a data set (optionally its last days),
 save the artifact, then in a fresh process load it and recommend 12 articles to every customer
 (candidate generation + features + LightGBM prediction), reporting wall time and peak RSS of
-each step. Writes benchmarks/results/ranker_scale_<name>.json.
+each step. Writes benchmarks/results/ranker_scale_<name>[_<days>d][_<users>u][_<key>=<value>]...
+.json (named by every setting given, so that a reduced run and a default one both stay).
 
     .venv/bin/python benchmarks/ranker_scale.py build/scale-0.1/dataset --days 56
 """
@@ -13,7 +14,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ranker_bench.py
 
 import argparse
+import hashlib
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -82,6 +85,21 @@ def serve(args: argparse.Namespace) -> dict:
     }
 
 
+def result_path(args: argparse.Namespace, params: dict) -> Path:
+    """The result file, named by the data set and every setting given, so that a run with other
+    settings does not overwrite it (a hash stands for parameters too long for a file name)."""
+    name = args.dataset.parent.name if args.dataset.name == "dataset" else args.dataset.name
+    tags = [f"ranker_scale_{name}"]
+    tags += [f"{args.days}d"] if args.days else []
+    tags += [f"{args.users}u"] if args.users is not None else []
+    settings = [re.sub(r"[^\w.=@-]+", "-", f"{k}={v}") for k, v in sorted(params.items())]
+    stem = "_".join(tags + settings)
+    if len(stem) > 200:
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        stem = "_".join([*tags, digest[:10]])
+    return RESULTS / f"{stem}.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
@@ -106,8 +124,7 @@ def main() -> None:
     result |= json.loads(out.strip().splitlines()[-1])
     result["artifact_gb"] = sum(f.stat().st_size for f in args.artifact.iterdir()) / 2**30
     print(json.dumps({k: v for k, v in result.items() if k != "info"}, indent=2))
-    name = args.dataset.parent.name if args.dataset.name == "dataset" else args.dataset.name
-    path = RESULTS / f"ranker_scale_{name}{f'_{args.days}d' if args.days else ''}.json"
+    path = result_path(args, result["params"])
     fd, tmp_path = tempfile.mkstemp(prefix=f".{path.name}.", dir=RESULTS)
     with os.fdopen(fd, "w") as fh:
         json.dump(result, fh, indent=2, default=float)

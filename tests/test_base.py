@@ -28,6 +28,21 @@ def test_row_top_k() -> None:
     mat = sp.csr_matrix(np.array([[0, 3, 1, 3], [0, 0, 0, 0], [5, 0, 0, 0]], dtype=np.float32))
     recs = base.row_top_k(mat, 2)
     assert recs.items.tolist() == [[1, 3], [-1, -1], [0, -1]]
+    assert recs.items.dtype == np.int32 and recs.scores.dtype == np.float32
+    # only positive entries; float64 scores that are equal as float32 keep their float64 order
+    close = sp.csr_matrix(np.array([[1.0, 1.0 + 1e-12, -2.0, 0.5]]))
+    assert base.row_top_k(close, 4).items.tolist() == [[1, 0, 3, -1]]
+    assert base.row_top_k(close.astype(np.float32), 4).items.tolist() == [[0, 1, 3, -1]]
+
+
+def test_lookup_and_as_csr() -> None:
+    keys = np.array([2, 5, 9], dtype=np.int64)
+    assert base.lookup(keys, np.array([5, 3, 9, 10, 0])).tolist() == [1, -1, 2, -1, -1]
+    assert base.lookup(keys[:0], np.array([1])).tolist() == [-1]
+    items = np.array([[2, -1], [0, 2]])
+    assert base.as_csr(items, 4).toarray().tolist() == [[0, 0, 1, 0], [1, 0, 1, 0]]
+    values = np.array([[0.5, 9.0], [0.25, 2.0]])
+    assert base.as_csr(items, 3, values).toarray().tolist() == [[0, 0, 0.5], [0.25, 0, 2.0]]
 
 
 def test_rank_list_skips_each_users_items() -> None:

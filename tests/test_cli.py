@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from fashionrec import cli
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import week
+from fashionrec.errors import ConfigError
 from fashionrec.evaluate import breakdown, read_submission
 from fashionrec.metrics import evaluate_recs
+from fashionrec.models.compose import parse_params as composed_params
 
 from .conftest import known_answer_rows, write_tables
 
@@ -159,6 +161,22 @@ def test_evaluate_folds_reports_confidence_intervals(dataset: Path, tmp_path: Pa
     rows = json.loads((tmp_path / "r.json").read_text())
     assert rows[0]["folds"] == 2 and "map@12_ci95" in rows[0]
     assert "±" in out
+
+
+def test_params_of_the_cli_and_of_composed_models() -> None:
+    """One parser: JSON values or strings; `--param` items or a composed model's `a.k=v;...`."""
+    got = cli.parse_params(["half_life=10", "name=x y", "on=true"], ["decay"])
+    assert got == {"decay": {"half_life": 10, "name": "x y", "on": True}}
+    assert cli.parse_params(["sasrec@p0.5.dropout=0.5"]) == {"sasrec@p0.5": {"dropout": 0.5}}
+    got = composed_params(
+        "als.factors=64; itemcf.window_days=null;;als.loss=bpr", ["als", "itemcf"]
+    )
+    assert got == {"als": {"factors": 64, "loss": "bpr"}, "itemcf": {"window_days": None}}
+    for bad, message in (("ranker.x=1", "not one of"), ("x=1", "name the model"), ("als", "=")):
+        with pytest.raises(ConfigError, match=message):
+            composed_params(bad, ["als", "itemcf"])
+        with pytest.raises(ConfigError, match=message):
+            cli.parse_params([bad], ["als", "itemcf"])
 
 
 @pytest.mark.parametrize(

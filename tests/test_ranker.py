@@ -21,7 +21,6 @@ from fashionrec.models.ranker import (
     csr_values,
     feature_importance,
     fit_stage,
-    lookup,
     parse_sources,
 )
 
@@ -73,10 +72,7 @@ SMALL_ROWS = [(10, 0, 0), (2, 0, 0), (2, 0, 3), (30, 1, 5), (1, 2, 0)]
 SMALL = store(SMALL_ROWS, 4, 6, prices=[10.0, 8.0, 4.0, 6.0, 8.0], articles=PRODUCTS)
 
 
-def test_lookup_and_csr_values() -> None:
-    keys = np.array([2, 5, 9], dtype=np.int64)
-    assert lookup(keys, np.array([5, 3, 9, 10, 0])).tolist() == [1, -1, 2, -1, -1]
-    assert lookup(keys[:0], np.array([1])).tolist() == [-1]
+def test_csr_values() -> None:
     mat = sp.csr_matrix(np.array([[0, 2.0, 0], [3.0, 0, 4.0]]))
     got = csr_values(mat, np.array([0, 1, 1, 0]), np.array([1, 2, 1, 0]))
     assert got.tolist() == [2.0, 4.0, 0.0, 0.0]
@@ -209,3 +205,14 @@ def test_bad_parameters() -> None:
         registry.create("ranker", objective="huber")
     with pytest.raises(ConfigError, match="at least 1"):
         registry.create("ranker", sources="repurchase:0")
+
+
+def test_sources_are_the_documented_ones() -> None:
+    assert parse_sources("repurchase:5,sasrec,ns-gru:10") == {
+        "repurchase": 5,
+        "sasrec": 30,
+        "ns-gru": 10,
+    }
+    for other in ("ranker:30", "usercf:10", "weighted"):  # registered, but not a source
+        with pytest.raises(ConfigError, match=r"known: repurchase, itemcf.*sasrec"):
+            parse_sources(f"repurchase:5,{other}")

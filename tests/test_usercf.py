@@ -98,9 +98,31 @@ def test_ratings_fallbacks_and_clipping() -> None:
     assert RatingUserCF().fit(high).predict(np.array([0]), np.array([2]))[0] <= 5.0
 
 
-@pytest.mark.parametrize("budget", [usercf.TRIPLES_BUDGET, 7])
-def test_ratings_equal_a_plain_loop(budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(usercf, "TRIPLES_BUDGET", budget)
+def test_rating_blocks_bound_the_dense_similarities(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(usercf, "SIMS_BUDGET", 2 * RATINGS.shape[0])  # 2 customers' rows
+    model = RatingUserCF().fit(RATINGS)
+    sizes: list[int] = []
+    block = model._predict_block
+
+    def spy(users: np.ndarray, items: np.ndarray, base: np.ndarray) -> np.ndarray:
+        sizes.append(len(np.unique(users)))
+        return block(users, items, base)
+
+    monkeypatch.setattr(model, "_predict_block", spy)
+    users, items = np.nonzero(np.ones(RATINGS.shape))  # 4 customers x 4 articles
+    model.predict(users[::-1], items[::-1])
+    assert sizes == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("triples", "sims"),
+    [(usercf.TRIPLES_BUDGET, usercf.SIMS_BUDGET), (7, usercf.SIMS_BUDGET), (10**6, 60), (7, 1)],
+)  # one block; blocks by candidates; 2 customers a block; both (1 customer a block)
+def test_ratings_equal_a_plain_loop(
+    triples: int, sims: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(usercf, "TRIPLES_BUDGET", triples)
+    monkeypatch.setattr(usercf, "SIMS_BUDGET", sims)
     rng = np.random.default_rng(5)
     dense = np.where(rng.random((25, 15)) < 0.4, rng.integers(1, 6, (25, 15)), 0).astype(float)
     users, items = np.nonzero(dense == 0)

@@ -18,6 +18,7 @@ import typer
 
 from fashionrec import __version__, tracking
 from fashionrec.errors import ConfigError, FashionrecError
+from fashionrec.params import parse_params
 
 app = typer.Typer(
     add_completion=False,
@@ -69,32 +70,6 @@ def _setup(
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-
-
-def _value(text: str) -> Any:
-    """A parameter value: JSON (numbers, true/false, null) or else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_params(items: list[str] | None, models: list[str] | None = None) -> dict[str, dict]:
-    """`key=value` (one model) or `model.key=value` (several) into {model: {key: value}}."""
-    out: dict[str, dict] = {m: {} for m in models or []}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param {item!r}: expected key=value")
-        model, dot, name = key.rpartition(".")
-        if not dot:
-            if models is None or len(models) != 1:
-                raise ConfigError(f"--param {item!r}: name the model as model.{key}={value}")
-            model, name = models[0], key
-        if models is not None and model not in out:
-            raise ConfigError(f"--param {item!r}: {model!r} is not among the models evaluated")
-        out.setdefault(model, {})[name] = _value(value)
-    return out
 
 
 def _write_atomic(path: Path, text: str) -> None:

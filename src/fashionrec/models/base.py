@@ -125,22 +125,76 @@ def top_items(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order.astype(np.int32), scores[order].astype(np.float32)
 
 
+def top_n_per_row(mat: sp.csr_matrix, n: int, *, self_offset: int | None = None) -> sp.csr_matrix:
+    """Keep the `n` largest positive entries of each CSR row (ties: lower column first), as
+    float32; with `self_offset`, row r is item r + self_offset and never its own neighbour.
+    float64 entries are ranked at float64 precision, any other dtype as float32.
+
+    Vectorised over all rows with one stable sort of the non-zeros, so a row may be long (a
+    popular item co-occurs with thousands of others) without a dense (rows x longest) buffer.
+
+    >>> m = sp.csr_matrix(np.array([[0, 3, 1, 3], [2, 0, 0, 0], [5, 0, 4, 0]], dtype=np.float32))
+    >>> top_n_per_row(m, 2).toarray().tolist()
+    [[0.0, 3.0, 0.0, 3.0], [2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 4.0, 0.0]]
+    >>> top_n_per_row(m, 1, self_offset=0).toarray().tolist()
+    [[0.0, 3.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]]
+    >>> top_n_per_row(m[1:], 1, self_offset=1).toarray().tolist()  # rows are items 1 and 2
+    [[2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]]
+    """
+    dtype = np.float64 if mat.dtype == np.float64 else np.float32
+    mat = sp.csr_matrix(mat, dtype=dtype, copy=True)
+    mat.sum_duplicates()  # also sorts the columns of each row
+    rows = np.repeat(np.arange(mat.shape[0], dtype=np.int64), np.diff(mat.indptr))
+    keep = mat.data > 0
+    if self_offset is not None:
+        keep &= mat.indices != rows + self_offset
+    rows, cols, vals = rows[keep], mat.indices[keep], mat.data[keep]
+    if dtype == np.float32:
+        # one int64 key per entry: the row, then the score descending (the bits of a positive
+        # float32 sort like the float); a stable sort keeps ascending columns for equal scores.
+        # 10x faster than lexsort((cols, -vals, rows)) on 30M entries.
+        key = (rows << 32) | (np.uint32(0xFFFFFFFF) - vals.view(np.uint32)).astype(np.int64)
+        order = np.argsort(key, kind="stable")
+    else:
+        order = np.lexsort((-vals, rows))  # stable too
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(mat.shape[0]))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = rank < n
+    counts = np.bincount(rows[keep], minlength=mat.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = sp.csr_matrix((vals[keep].astype(np.float32), cols[keep], indptr), shape=mat.shape)
+    out.has_sorted_indices = False  # columns are in score order, not ascending
+    return out
+
+
 def row_top_k(mat: sp.csr_matrix, k: int) -> Recs:
-    """The k largest entries of each CSR row (ties by item index), vectorised over all rows."""
-    n = mat.shape[0]
-    lengths = np.diff(mat.indptr)
-    width = max(int(lengths.max(initial=0)), 1)
+    """The k largest positive entries of each CSR row as Recs (ties by item index; -1 / -inf
+    padding), best first; ranked as in `top_n_per_row`.
+
+    >>> m = sp.csr_matrix(np.array([[0, 3, 1, 3], [0, 0, 0, 0]], dtype=np.float32))
+    >>> row_top_k(m, 3).items.tolist()
+    [[1, 3, 2], [-1, -1, -1]]
+    """
+    top = top_n_per_row(mat, k)
+    n = top.shape[0]
+    lengths = np.diff(top.indptr)
     rows = np.repeat(np.arange(n), lengths)
-    cols = np.arange(mat.nnz) - np.repeat(mat.indptr[:-1], lengths)
-    items = np.full((n, width), -1, dtype=np.int64)
-    scores = np.full((n, width), -np.inf, dtype=np.float64)
-    items[rows, cols] = mat.indices
-    scores[rows, cols] = mat.data
-    # sort by score desc, then item asc; padding (-inf) goes last
-    order = np.lexsort((np.where(items < 0, np.iinfo(np.int64).max, items), -scores), axis=1)
-    r = np.arange(n)[:, None]
-    items, scores = items[r, order], scores[r, order]
-    return first_k(items, scores, items >= 0, k)
+    rank = np.arange(top.nnz) - np.repeat(top.indptr[:-1], lengths)
+    items = np.full((n, k), -1, dtype=np.int32)
+    scores = np.full((n, k), -np.inf, dtype=np.float32)
+    items[rows, rank] = top.indices
+    scores[rows, rank] = top.data
+    return Recs(items, scores)
+
+
+def lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Position of each query key in the sorted array `keys`, -1 where absent (e.g. keys of
+    user * n_items + item pairs: which pairs were bought)."""
+    pos = np.searchsorted(keys, query)
+    pos = np.minimum(pos, max(len(keys) - 1, 0))
+    found = (keys[pos] == query) if len(keys) else np.zeros(len(query), bool)
+    return np.where(found, pos, -1)
 
 
 def extra_matrix(extra: list[np.ndarray], n_items: int) -> sp.csr_matrix:
@@ -195,7 +249,8 @@ def fill(primary: Recs, fallback: Recs, k: int) -> Recs:
     Scores stay descending: primary scores map into [1, 2), fallback scores into [0, 1), so the
     tiers never interleave (both inputs must have non-negative scores).
     """
-    primary_csr = _as_csr(primary.items, fallback.items.max(initial=primary.items.max(initial=0)))
+    n_cols = int(fallback.items.max(initial=primary.items.max(initial=0))) + 1
+    primary_csr = as_csr(primary.items, n_cols)
     dup = hit_matrix(fallback.items, primary_csr)
     items = np.concatenate([primary.items, fallback.items], axis=1)
     scores = np.concatenate([1.0 + squash(primary.scores), squash(fallback.scores)], axis=1)
@@ -203,11 +258,10 @@ def fill(primary: Recs, fallback: Recs, k: int) -> Recs:
     return first_k(items, scores, keep, k)
 
 
-def _as_csr(items: np.ndarray, max_item: int) -> sp.csr_matrix:
-    """Binary CSR with one row per row of `items` (ignoring -1)."""
+def as_csr(items: np.ndarray, n_cols: int, values: np.ndarray | None = None) -> sp.csr_matrix:
+    """(rows of `items`, n_cols) CSR of each row's items (-1 ignored): `values` (an array shaped
+    like `items`) where given, else float32 ones."""
     valid = items >= 0
     rows = np.nonzero(valid)[0]
-    return sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, items[valid])),
-        shape=(items.shape[0], int(max_item) + 1),
-    )
+    data = np.ones(len(rows), dtype=np.float32) if values is None else values[valid]
+    return sp.csr_matrix((data, (rows, items[valid])), shape=(items.shape[0], n_cols))

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
 from fashionrec.models.base import params_of, state_of
+from fashionrec.params import parse_params as parse_items
 
 SEP = "/"  # between the part, field and array names of a packed array
 
@@ -106,25 +107,9 @@ def split_list(text: str, what: str) -> list[str]:
 
 
 def parse_params(text: str, known: list[str]) -> dict[str, dict[str, Any]]:
-    """'als.factors=64;itemcf.window_days=0' -> {'als': {'factors': 64}, ...}; values are JSON
-    (numbers, true/false, null) or else strings. Every model named must be in `known`."""
-    import json
-
-    out: dict[str, dict[str, Any]] = {name: {} for name in known}
-    for item in (t.strip() for t in str(text or "").split(";")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        model, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"params {item!r}: expected model.key=value")
-        if model not in out:
-            raise ConfigError(f"params {item!r}: {model!r} is not one of {', '.join(known)}")
-        try:
-            out[model][name] = json.loads(value)
-        except json.JSONDecodeError:
-            out[model][name] = value
-    return out
+    """'als.factors=64;itemcf.window_days=0' -> {'als': {'factors': 64}, ...}, one entry per
+    name in `known` (values as in `fashionrec.params`). Every model named must be in `known`."""
+    return parse_items(str(text or "").split(";"), known, "params")
 
 
 def create_parts(names: list[str], params: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import neighbours as nb
+from fashionrec.models.base import top_n_per_row
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _exact_top(tfidf: sp.csr_matrix, start: int, cand: np.ndarray, n: int) -> sp
     mat = sp.csr_matrix(
         (sims[valid], (np.nonzero(valid)[0], cand[valid])), shape=(len(cand), tfidf.shape[0])
     )
-    return nb.top_n_per_row(mat, n)
+    return top_n_per_row(mat, n)
 
 
 def _index(vectors: np.ndarray, seed: int) -> Any:

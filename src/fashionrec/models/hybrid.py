@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
-from fashionrec.models.base import Recs, batched, fill, row_top_k, rows_of
+from fashionrec.models.base import Recs, as_csr, batched, fill, row_top_k, rows_of
 from fashionrec.models.compose import create_parts, pack, parse_params, split_list, unpack
 
 
@@ -27,7 +27,7 @@ from fashionrec.models.compose import create_parts, pack, parse_params, split_li
 class _Composed:
     """Fitting, nesting and lazy rebuilding of the component models."""
 
-    fallback: ClassVar[str] = "the components' fallbacks (decay for cold or unknown customers)"
+    fallback: ClassVar[str] = "the components' own fallbacks for cold or unknown customers"
 
     arrays_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
     parts_: dict = field(default=None, init=False, repr=False)
@@ -67,15 +67,6 @@ def normalised(recs: Recs) -> Recs:
     return Recs(recs.items, scaled.astype(np.float32))
 
 
-def _as_matrix(recs: Recs, n_items: int) -> sp.csr_matrix:
-    valid = recs.items >= 0
-    rows = np.nonzero(valid)[0]
-    return sp.csr_matrix(
-        (recs.scores[valid].astype(np.float64), (rows, recs.items[valid])),
-        shape=(len(recs.items), n_items),
-    )
-
-
 @dataclass
 class Weighted(_Composed):
     """Weighted hybrid: sum over models of weight x (score min-max normalised per customer) over
@@ -109,9 +100,9 @@ class Weighted(_Composed):
             total = sp.csr_matrix((len(batch), self.n_items_))
             for model, w in zip(parts.values(), weights, strict=True):
                 recs = normalised(model.recommend(batch, depth, exclude_seen=exclude_seen))
-                total = total + w * _as_matrix(recs, self.n_items_)
-            top = row_top_k(sp.csr_matrix(total), k)
-            return Recs(top.items, top.scores.astype(np.float32))
+                scores = recs.scores.astype(np.float64)
+                total = total + w * as_csr(recs.items, self.n_items_, scores)
+            return row_top_k(sp.csr_matrix(total), k)
 
         return batched(users, one)
 
@@ -123,6 +114,9 @@ class Switching(_Composed):
     (customers without purchases and unknown ones included)."""
 
     name: ClassVar[str] = "switching"
+    fallback: ClassVar[str] = (
+        "the second model for customers without a recent purchase (cold and unknown ones included)"
+    )
     models: str = "repurchase,itemcf"
     recent_days: int = 30
     params: str = ""

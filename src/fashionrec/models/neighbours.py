@@ -1,5 +1,6 @@
 """Item-neighbour machinery shared by `itemcf` and `content`: a sparse top-N neighbour matrix per
 item, and customer scores = (recency-weighted history rows) @ neighbours, filled with popularity.
+`usercf` builds its customer x customer neighbours with the same `blocked_top_n`.
 
 Both models keep only the N best neighbours of each item (a CSR item x item matrix), so that the
 state stays small (n_items * N entries) and user scoring is one sparse product per batch.
@@ -18,48 +19,19 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from fashionrec.data.dataset import Dataset
-from fashionrec.models.base import Recs, batched, fill, popularity_fallback, rank_list, rows_of
+from fashionrec.models.base import (
+    Recs,
+    batched,
+    fill,
+    popularity_fallback,
+    rank_list,
+    row_top_k,
+    rows_of,
+    top_n_per_row,
+)
 
 BLOCK_BUDGET = 20_000_000  # multiply-adds per block of rows in blocked_top_n: bounds memory
 RECOMMEND_BATCH = 5_000  # users per sparse product: bounds the (users x items) score matrix
-
-
-def top_n_per_row(mat: sp.csr_matrix, n: int, *, self_offset: int | None = None) -> sp.csr_matrix:
-    """Keep the `n` largest positive entries of each CSR row (ties: lower column first); with
-    `self_offset`, row r is item r + self_offset and never its own neighbour.
-
-    Vectorised over all rows with one stable sort of the non-zeros, so a row may be long (a
-    popular item co-occurs with thousands of others) without a dense (rows x longest) buffer.
-
-    >>> m = sp.csr_matrix(np.array([[0, 3, 1, 3], [2, 0, 0, 0], [5, 0, 4, 0]], dtype=np.float32))
-    >>> top_n_per_row(m, 2).toarray().tolist()
-    [[0.0, 3.0, 0.0, 3.0], [2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 4.0, 0.0]]
-    >>> top_n_per_row(m, 1, self_offset=0).toarray().tolist()
-    [[0.0, 3.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]]
-    >>> top_n_per_row(m[1:], 1, self_offset=1).toarray().tolist()  # rows are items 1 and 2
-    [[2.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.0, 0.0]]
-    """
-    mat = sp.csr_matrix(mat, dtype=np.float32, copy=True)
-    mat.sum_duplicates()  # also sorts the columns of each row
-    rows = np.repeat(np.arange(mat.shape[0], dtype=np.int64), np.diff(mat.indptr))
-    keep = mat.data > 0
-    if self_offset is not None:
-        keep &= mat.indices != rows + self_offset
-    rows, cols, vals = rows[keep], mat.indices[keep], mat.data[keep]
-    # one int64 key per entry: the row, then the score descending (the bits of a positive
-    # float32 sort like the float); a stable sort keeps ascending columns for equal scores.
-    # 10x faster than lexsort((cols, -vals, rows)) on 30M entries.
-    key = (rows << 32) | (np.uint32(0xFFFFFFFF) - vals.view(np.uint32)).astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    starts = np.searchsorted(rows, np.arange(mat.shape[0]))
-    rank = np.arange(len(rows)) - starts[rows]
-    keep = rank < n
-    counts = np.bincount(rows[keep], minlength=mat.shape[0])
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    out = sp.csr_matrix((vals[keep], cols[keep], indptr), shape=mat.shape)
-    out.has_sorted_indices = False  # columns are in score order, not ascending
-    return out
 
 
 def blocked_top_n(
@@ -68,48 +40,31 @@ def blocked_top_n(
     n: int,
     transform: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
     desc: str = "neighbours",
+    budget: float = BLOCK_BUDGET,
 ) -> sp.csr_matrix:
-    """Top-`n` of each row of left @ right (n_items x n_items), never an item itself, computed
-    in blocks of rows so that the full product never exists.
+    """Top-`n` of each row of the square left @ right (row r is column r, never its own
+    neighbour), computed in blocks of rows so that the full product never exists.
 
-    Blocks are cut by cost (the multiply-adds of their rows, at most BLOCK_BUDGET each), so a
-    block of popular items is short and a block of rare ones long. `transform(values, rows,
-    cols)` turns the raw products of a block into similarities (rows are item indices).
+    Blocks are cut by cost (the multiply-adds of their rows, at most `budget` each), so a block
+    of popular items is short and a block of rare ones long. `transform(values, rows, cols)`
+    turns the raw products of a block into similarities (rows are indices of the full product).
     """
     left, right = sp.csr_matrix(left), sp.csr_matrix(right)
-    n_items = left.shape[0]
+    n_rows = left.shape[0]
     cost = (left != 0).astype(np.float64) @ np.diff(right.indptr).astype(np.float64)
-    cuts = np.searchsorted(np.cumsum(cost), np.arange(BLOCK_BUDGET, cost.sum(), BLOCK_BUDGET))
-    bounds = np.unique(np.concatenate([[0], cuts, [n_items]]))
+    cuts = np.searchsorted(np.cumsum(cost), np.arange(budget, cost.sum(), budget))
+    bounds = np.unique(np.concatenate([[0], cuts, [n_rows]]))
     parts = [sp.csr_matrix((0, right.shape[1]), dtype=np.float32)]
     blocks = itertools.pairwise(bounds)
     for start, stop in tqdm(blocks, total=len(bounds) - 1, desc=desc, disable=len(bounds) < 10):
-        block = sp.csr_matrix(left[start:stop] @ right).tocoo()
-        values = block.data
+        block = sp.csr_matrix(left[start:stop] @ right)
         if transform is not None:
-            values = transform(values, block.row + start, block.col)
-        sims = sp.csr_matrix((values, (block.row, block.col)), shape=(stop - start, n_items))
-        parts.append(top_n_per_row(sims, n, self_offset=int(start)))
+            coo = block.tocoo()
+            values = transform(coo.data, coo.row + start, coo.col)
+            block = sp.csr_matrix((values, (coo.row, coo.col)), shape=block.shape)
+        block = sp.csr_matrix(block, dtype=np.float32)  # kept, so also ranked, as float32
+        parts.append(top_n_per_row(block, n, self_offset=int(start)))
     return sp.csr_matrix(sp.vstack(parts, format="csr"), dtype=np.float32)
-
-
-def csr_top_k(mat: sp.csr_matrix, k: int) -> Recs:
-    """The k largest positive entries of each row as Recs (-1 / -inf padding), best first.
-
-    >>> m = sp.csr_matrix(np.array([[0, 3, 1, 3], [0, 0, 0, 0]], dtype=np.float32))
-    >>> csr_top_k(m, 3).items.tolist()
-    [[1, 3, 2], [-1, -1, -1]]
-    """
-    top = top_n_per_row(mat, k)
-    n = top.shape[0]
-    lengths = np.diff(top.indptr)
-    rows = np.repeat(np.arange(n), lengths)
-    rank = np.arange(top.nnz) - np.repeat(top.indptr[:-1], lengths)
-    items = np.full((n, k), -1, dtype=np.int32)
-    scores = np.full((n, k), -np.inf, dtype=np.float32)
-    items[rows, rank] = top.indices
-    scores[rows, rank] = top.data
-    return Recs(items, scores)
 
 
 def repeat_share(data: Dataset) -> float:
@@ -174,7 +129,7 @@ class NeighbourModel:
 
     def similar(self, items: np.ndarray, k: int) -> Recs:
         """The k nearest neighbours of each item (never itself; -1 where fewer are known)."""
-        return csr_top_k(rows_of(self.neighbours_, np.asarray(items, dtype=np.int64)), k)
+        return row_top_k(rows_of(self.neighbours_, np.asarray(items, dtype=np.int64)), k)
 
     def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
         hist = rows_of(self.history_, users)
@@ -191,7 +146,7 @@ class NeighbourModel:
             scores = scores + self.repeat_ * _row_normalise(hist + own)
         exclude = self.seen_ if exclude_seen else None
         popular = rank_list(self.fill_items_, self.fill_scores_, users, k, exclude)
-        return fill(csr_top_k(sp.csr_matrix(scores), k), popular, k)
+        return fill(row_top_k(sp.csr_matrix(scores), k), popular, k)
 
 
 def _row_normalise(mat: sp.csr_matrix) -> sp.csr_matrix:

@@ -13,6 +13,11 @@ The design of the H&M Kaggle winners (and of most production recommenders):
    frequency, spend, channel, age, segment), article (sales in the last 1/7/28 days, trend,
    price vs its own mean, age, categories), customer x article (times bought, days since bought
    the article / product / department, CF, embedding and content scores, rank in each source).
+   Visits (a customer's shopping days, 1 = the last) give the features that lead the importance
+   tables: visits since the article was last bought (`p_vlast`), visits among the last 5 / 10
+   with it (`p_v5`, `p_v10`), its share of all visits and of the last 5 (`p_visit_share`,
+   `p_recent_share`), and days since the last visit over the customer's mean gap between visits
+   (`u_visit_due`: above 1, a visit is due).
 3. Ranking. LightGBM `lambdarank` and/or `binary` boosters (by default an ensemble of three)
    trained on the candidates of earlier weeks labelled by the following week's purchases,
    early-stopped on the last training week, then refit with the best iteration count on all of
@@ -39,15 +44,17 @@ import scipy.sparse as sp
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
-from fashionrec.models.base import Recs, batched, fill, first_k, row_top_k, rows_of
+from fashionrec.models.base import Recs, batched, fill, first_k, lookup, row_top_k, rows_of
 from fashionrec.models.compose import pack, pack_values, parse_params, unpack, unpack_values
-from fashionrec.models.neighbours import csr_top_k
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("lambdarank", "binary")
 SOURCES = ("repurchase", "itemcf", "variants", "segments", "decay", "als")
 DEFAULT_SOURCES = "repurchase:150,itemcf:40,variants:20,segments:20,decay:30,als:30"
+SEQUENCE_SOURCES = tuple(  # the registered sequence models, found without importing torch
+    name for name, path in registry.MODELS.items() if path.startswith("fashionrec.models.sequence:")
+)
 # The registered models behind the sources and features, with the ranker's default parameters
 # (cheaper than the stand-alone defaults: they are fitted once per training week).
 PART_PARAMS: dict[str, dict[str, Any]] = {
@@ -79,7 +86,7 @@ DAYS_7, DAYS_28 = 7, 28
 
 def parse_sources(text: str) -> dict[str, int]:
     """'repurchase:50,itemcf:40' -> {'repurchase': 50, 'itemcf': 40}; a source without a count
-    takes 30. Sources are those in SOURCES or a registered sequence model (e.g. `sasrec`)."""
+    takes 30. Sources are those in SOURCES or a registered sequence model (SEQUENCE_SOURCES)."""
     out: dict[str, int] = {}
     for item in (t.strip() for t in str(text).split(",")):
         if not item:
@@ -89,11 +96,11 @@ def parse_sources(text: str) -> dict[str, int]:
             out[name.strip()] = int(count) if count else 30
         except ValueError:
             raise ConfigError(f"ranker: bad source count in {item!r}") from None
-    unknown = [s for s in out if s not in SOURCES and s not in registry.MODELS]
+    unknown = [s for s in out if s not in SOURCES and s not in SEQUENCE_SOURCES]
     if unknown or not out:
         raise ConfigError(
             f"ranker: unknown sources {', '.join(unknown) or '(none given)'}; "
-            f"known: {', '.join(SOURCES)} or a registered sequence model"
+            f"known: {', '.join(SOURCES)} or a sequence model ({', '.join(SEQUENCE_SOURCES)})"
         )
     if min(out.values()) < 1:
         raise ConfigError("ranker: candidate counts must be at least 1")
@@ -101,15 +108,8 @@ def parse_sources(text: str) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Lookups in sorted key tables (user x article, user x product, user x department).
-
-
-def lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Position of each query key in the sorted `keys`, -1 where absent."""
-    pos = np.searchsorted(keys, query)
-    pos = np.minimum(pos, max(len(keys) - 1, 0))
-    found = (keys[pos] == query) if len(keys) else np.zeros(len(query), bool)
-    return np.where(found, pos, -1)
+# Gathers at (user, item) pairs: sparse scores here, sorted key tables (user x article, user x
+# product, user x department) by `base.lookup`.
 
 
 def csr_values(mat: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -151,8 +151,9 @@ def _pair_table(
 ) -> dict[str, np.ndarray]:
     """Per (user, `col`), keyed by user * n_cols + col (sorted): purchases and days since the
     last one; with `extra` also days since the first, distinct days, visits since the last
-    purchase (1: the customer's last visit), visits among the last 5 and purchases in the last
-    28 days, and purchases weighted 0.5 ** (age / 30)."""
+    purchase (`vlast`, 1: the customer's last visit), how many of the customer's last 5 and 10
+    visits had one (`v5`, `v10`), purchases in the last 28 days, and purchases weighted
+    0.5 ** (age / 30)."""
     aggs = [pl.len().alias("count"), pl.col("age").min().alias("last")]
     if extra:
         aggs += [
@@ -294,7 +295,7 @@ class Stage:
         if name == "itemcf":
             cf = self.cf(users, cache)
             seen = rows_of(self.parts["itemcf"].seen_, users)
-            return csr_top_k(sp.csr_matrix(cf - cf.multiply(seen)), n)
+            return row_top_k(sp.csr_matrix(cf - cf.multiply(seen)), n)
         if name == "variants":
             return self.variants(users, n)
         return self.parts[name].recommend(users, n)  # segments, decay, als, sequence models
@@ -315,7 +316,7 @@ class Stage:
         scores = sp.csr_matrix(scores - scores.multiply(own > 0))
         scores.eliminate_zeros()
         tie = 1.0 + 1e-3 * np.log1p(self.ctx["i_decay"])  # below any purchase-weight gap
-        return csr_top_k(sp.csr_matrix(scores @ sp.diags(tie)), n)
+        return row_top_k(sp.csr_matrix(scores @ sp.diags(tie)), n)
 
     def cf(self, users: np.ndarray, cache: dict[str, Any]) -> sp.csr_matrix:
         """(n_users, n_items) co-purchase scores: recency-weighted history @ item neighbours."""
@@ -431,7 +432,7 @@ def fit_stage(
         s for s in sources if s not in ("repurchase", "decay", "variants")
     ]
     if "itemcf" not in names:
-        names.append("itemcf")  # the cf_score feature
+        names.append("itemcf")  # the pair_cf feature
     parts = {}
     for name in names:
         parts[name] = registry.create(name, **{**PART_PARAMS.get(name, {}), **params.get(name, {})})
@@ -444,10 +445,8 @@ def fit_stage(
 # ---------------------------------------------------------------------------------------------
 # The model.
 
+# LightGBM settings that are not Ranker fields (learning_rate, num_leaves, min_data_in_leaf are)
 LGB_DEFAULTS = {
-    "learning_rate": 0.05,
-    "num_leaves": 31,
-    "min_data_in_leaf": 20,
     "feature_fraction": 0.8,
     "lambda_l2": 1.0,
     "max_bin": 255,

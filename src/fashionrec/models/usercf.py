@@ -16,25 +16,32 @@ number of co-rated articles (Koren 2008).
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm import tqdm
 
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import neighbours as nb
-from fashionrec.models.base import Recs, batched, fill, popularity_fallback, rank_list, rows_of
+from fashionrec.models.base import (
+    Recs,
+    batched,
+    fill,
+    popularity_fallback,
+    rank_list,
+    row_top_k,
+    rows_of,
+)
 
 log = logging.getLogger(__name__)
 
 BLOCK_BUDGET = 2_000_000  # multiply-adds per block of customers in user_neighbours
 RECOMMEND_BATCH = 5_000  # customers per sparse product: bounds the (customers x articles) scores
 TRIPLES_BUDGET = 4_000_000  # (pair, rater) candidates per block of rating predictions
+SIMS_BUDGET = 2**22  # dense similarities (customers of a block x all customers) per block
 MIN_SIMILARITY = 1e-9  # a smaller cosine is rounding noise of a sum that cancels out
 
 
@@ -49,19 +56,11 @@ def user_neighbours(vectors: sp.csr_matrix, n: int) -> sp.csr_matrix:
     """(n_users, n_users) CSR of each row's `n` most cosine-similar other rows (positive only),
     by row blocks of vectors @ vectors.T of at most BLOCK_BUDGET multiply-adds each.
 
-    The loop of neighbours.blocked_top_n with a tenth of its budget: customers share popular
-    articles, so a block's product is nearly as dense as its cost, and the item budget took the
-    H&M week fit to 970 MB above the data (145 MB with this one, in the same time)."""
+    A tenth of `neighbours.blocked_top_n`'s item budget: customers share popular articles, so a
+    block's product is nearly as dense as its cost, and the item budget took the H&M week fit
+    to 970 MB above the data (145 MB with this one, in the same time)."""
     unit = unit_rows(vectors)
-    right = sp.csr_matrix(unit.T)
-    cost = (unit != 0).astype(np.float64) @ np.diff(right.indptr).astype(np.float64)
-    cuts = np.searchsorted(np.cumsum(cost), np.arange(BLOCK_BUDGET, cost.sum(), BLOCK_BUDGET))
-    bounds = np.unique(np.concatenate([[0], cuts, [unit.shape[0]]])).tolist()
-    parts = [sp.csr_matrix((0, unit.shape[0]), dtype=np.float32)]
-    blocks = list(itertools.pairwise(bounds))
-    for start, stop in tqdm(blocks, desc="usercf", disable=len(blocks) < 10):
-        parts.append(nb.top_n_per_row(unit[start:stop] @ right, n, self_offset=start))
-    return sp.csr_matrix(sp.vstack(parts, format="csr"), dtype=np.float32)
+    return nb.blocked_top_n(unit, unit.T, n, desc="usercf", budget=BLOCK_BUDGET)
 
 
 @dataclass
@@ -103,13 +102,13 @@ class UserCF:
                 scores.eliminate_zeros()
             exclude = self.seen_ if exclude_seen else None
             popular = rank_list(self.fill_items_, self.fill_scores_, batch, k, exclude)
-            return fill(nb.csr_top_k(scores, k), popular, k)
+            return fill(row_top_k(scores, k), popular, k)
 
         return batched(users, part, batch=RECOMMEND_BATCH)
 
     def similar_customers(self, users: np.ndarray, k: int) -> Recs:
         """The k most similar customers of each customer (-1 padding; unknown customers: -1)."""
-        return nb.csr_top_k(rows_of(self.neighbours_, np.asarray(users, dtype=np.int64)), k)
+        return row_top_k(rows_of(self.neighbours_, np.asarray(users, dtype=np.int64)), k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,17 +162,25 @@ class RatingUserCF:
         out = np.where(known_u, self.means_[np.where(known_u, users, 0)], self.global_mean_)
         pairs = np.flatnonzero(known_u & known_i)
         order = pairs[np.argsort(users[pairs], kind="stable")]
+        # blocks of pairs by customer: at most TRIPLES_BUDGET (pair, rater) candidates and
+        # SIMS_BUDGET dense similarities (the block's customers x all customers) each
         raters = np.diff(self.centred_csc_.indptr)[items[order]]
         cuts = np.searchsorted(
             np.cumsum(raters), np.arange(TRIPLES_BUDGET, raters.sum(), TRIPLES_BUDGET)
         )
+        sorted_users = users[order]
+        firsts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+        per_block = max(1, SIMS_BUDGET // n_users)
+        cuts = np.union1d(cuts, firsts[per_block::per_block])
         for block in np.split(order, cuts):
             if len(block):
                 out[block] = self._predict_block(users[block], items[block], out[block])
         return np.clip(out, *self.range_)
 
     def _predict_block(self, users: np.ndarray, items: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """Predictions for pairs; `base` (the customers' means) where too few neighbours."""
+        """Predictions for pairs; `base` (the customers' means) where too few neighbours. The
+        similarities of the block's customers to every customer are dense rows (bounded by the
+        caller's blocks)."""
         block_users, row = np.unique(users, return_inverse=True)
         sims = (self.unit_[block_users] @ self.unit_.T).toarray()  # a row block only
         if self.shrinkage > 0:
