@@ -31,6 +31,7 @@ from fashionrec.models.base import (
     Recs,
     batched,
     fill,
+    lookup,
     popularity_fallback,
     rank_list,
     rows_of,
@@ -266,9 +267,7 @@ def negatives(
     bought user * n_items + item pairs); after `tries` redraws a bought one may remain."""
     neg = rng.integers(n_items, size=len(users))
     for _ in range(tries):
-        key = users * n_items + neg
-        pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-        bad = np.flatnonzero(keys[pos] == key)
+        bad = np.flatnonzero(lookup(keys, users * n_items + neg) >= 0)
         if not len(bad):
             break
         neg[bad] = rng.integers(n_items, size=len(bad))
