@@ -5,8 +5,9 @@ Only the articles and the final week of the competition are in ../shared/data/hm
 stands in for the two years (at scale 1.0: 1.37M customers, 31.8M transactions, 2018-09-20 ..
 2020-09-22). What it models, and why (each is something a recommender must get right):
 
-- customers with the Kaggle fields and marginals (two age peaks near 23 and 51, club status,
-  fashion news, FN / Active, postal codes with one huge default code and a heavy tail);
+- customers with the Kaggle fields and marginals set from published descriptions of the Kaggle
+  table (two age peaks near 23 and 51, club status, fashion news, FN / Active, postal codes with
+  one huge default code and a heavy tail), unchecked: no real customers table is available;
 - heavy-tailed activity (log-normal visit rates), customers who join late or churn;
 - article life cycles: launch in product-code order (H&M numbers products as it makes them), a
   rise of a week or two, then decay (a few "basics" sell for years); yearly seasons per product
@@ -41,6 +42,7 @@ import polars as pl
 from tqdm import tqdm
 
 from fashionrec.data import schema
+from fashionrec.data.ingest import find_table
 from fashionrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -364,14 +366,19 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return x / x.sum()
 
 
-def read_articles(path: Path) -> pl.DataFrame:
-    """An articles table (CSV, CSV.gz or parquet) as text columns, with the fields we need."""
+def _scan_table(path: Path) -> pl.LazyFrame:
+    """A Kaggle table (CSV, CSV.gz or parquet) with every column as text, as in the CSV."""
+    if path.name.endswith(".parquet"):
+        return pl.scan_parquet(path).select(pl.all().cast(pl.String))
+    return pl.scan_csv(path, infer_schema=False)
+
+
+def load_articles_table(path: Path) -> pl.DataFrame:
+    """The real articles table (CSV, CSV.gz or parquet) as text columns, checked for the fields
+    the generator needs (unlike `ingest.read_articles`, no ids are mapped or validated)."""
     if not path.exists():
         raise DataError("file does not exist", file=path)
-    if path.name.endswith(".parquet"):
-        frame = pl.read_parquet(path).select(pl.all().cast(pl.String))
-    else:
-        frame = pl.read_csv(path, infer_schema=False)
+    frame = _scan_table(path).collect()
     need = ("article_id", "product_code", "department_no", "index_name")
     for column in need:
         if column not in frame.columns:
@@ -465,7 +472,8 @@ def catalogue(articles: pl.DataFrame, seed: int, cal: dict[str, np.ndarray]) -> 
     amp = np.where(summer | winter, 0.9, 0.12)
     amp = np.where(frame["text"].str.contains("swim|bikini").to_numpy(), 1.6, amp)
     peak = np.where(summer, 175.0, np.where(winter, 345.0, rng.uniform(0, 365, n)))
-    # prices: SEK by garment group (children's cheaper), snapped to x9.99 / x.99 price points
+    # prices: SEK by garment group (children's cheaper), snapped to price points: x.99 below
+    # 10 SEK, then every 5 SEK (14.99, 19.99, 24.99, ...)
     factor = frame["garment"].replace_strict(PRICE_FACTOR, default=1.0, return_dtype=pl.Float64)
     kids = frame["index_group"].to_numpy() == "Baby/Children"
     sek = 26.99 * factor.to_numpy() * np.where(kids, 0.65, 1.0) * rng.lognormal(0, 0.4, n)
@@ -791,8 +799,9 @@ def generate(
     """Write transactions_train, articles and customers (Kaggle format) to `out`.
 
     `articles`: the real articles table (all of it is used at every scale); without it an
-    H&M-like table of about 105,542 * sqrt(scale) articles (at least 1,000) is made up. Returns
-    (and writes to `out/generator.json`) the parameters and the row counts.
+    H&M-like table of 105,542 * sqrt(scale) articles is made up (at least 1,000, and 105,542
+    for any scale >= 1). Returns (and writes to `out/generator.json`) the parameters and the
+    row counts.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -803,7 +812,7 @@ def generate(
     cal = _calendar()
     if articles is not None:
         articles = Path(articles)
-        art = read_articles(articles)
+        art = load_articles_table(articles)
     else:
         art = synth_articles(max(1000, round(HM_ARTICLES * min(1.0, scale**0.5))), seed)
     n_customers = max(10, round(HM_CUSTOMERS * scale))
@@ -928,12 +937,6 @@ def _write_text(path: Path, text: str) -> None:
 # Calibration against the real final week
 
 
-def _scan_table(path: Path) -> pl.LazyFrame:
-    if path.name.endswith(".parquet"):
-        return pl.scan_parquet(path).select(pl.all().cast(pl.String))
-    return pl.scan_csv(path, infer_schema=False)
-
-
 def week_stats(directory: str | Path, days: int = 7, scale: float = 1.0) -> dict[str, float]:
     """Distribution statistics of the last `days` days of the transactions in `directory`.
 
@@ -941,10 +944,8 @@ def week_stats(directory: str | Path, days: int = 7, scale: float = 1.0) -> dict
     full-size real data; the others are shares and quantiles.
     """
     directory = Path(directory)
-    tx_path = next((p for s in schema.SUFFIXES
-                    if (p := directory / f"transactions_train{s}").exists()), None)  # fmt: skip
-    art_path = next((p for s in schema.SUFFIXES
-                     if (p := directory / f"articles{s}").exists()), None)  # fmt: skip
+    tx_path = find_table(directory, "transactions_train")
+    art_path = find_table(directory, "articles")
     if tx_path is None or art_path is None:
         raise DataError("needs transactions_train and articles tables", file=directory)
     lf = _scan_table(tx_path).with_columns(pl.col("t_dat").str.to_date("%Y-%m-%d"))

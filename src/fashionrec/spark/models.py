@@ -2,13 +2,14 @@
 ALS fitted on Spark DataFrames.
 
 Spark does the work that grows with the data (scans, joins, group-bys, pyspark.ml's ALS); the
-driver turns the aggregates into the state arrays of the single-machine model (the same fields,
+driver turns the results into the state arrays of the single-machine model (the same fields,
 dtypes and values), so the result saves with `fashionrec.artifacts` and serves like any other.
 
-Parity: popularity lists, decayed scores and co-purchase neighbours are bitwise identical to the
-single-machine engine (the float32 decay weights come from the same numpy expression, and sums
-run in the same order: by date). Repurchase weights agree to float32 rounding (scipy adds the
-repeats of a customer-article pair in an unspecified order). ALS is a different solver (Spark's
+Parity: popularity, repurchase and itemcf state is bitwise identical to the single-machine
+engine. Decayed popularity sums run in the order numpy adds them (by date, float64). The
+recency-weighted user x item matrices are built on the driver by `Dataset.user_items` itself
+from the rows in file order, because scipy adds the repeats of a pair in an order that depends
+on the whole row (its per-row `std::sort` is not stable). ALS is a different solver (Spark's
 blocked ALS with its own random start, and a regularisation that grows with each customer's
 number of articles, ALS-WR): its factors differ, and its metrics are compared with a tolerance.
 """
@@ -28,10 +29,12 @@ import polars as pl
 import scipy.sparse as sp
 
 from fashionrec import spark as sk
+from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
 from fashionrec.models.als import MIN_REBUY_SHARE
-from fashionrec.models.base import squash, top_items
+from fashionrec.models.base import popularity_fallback, squash, top_items
+from fashionrec.models.neighbours import popularity_prior
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -39,12 +42,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODELS = ("popular", "decay", "repurchase", "itemcf", "als")
+TMP_CONF = "spark.fashionrec.tmp"  # `tmp` for jobs that cannot pass it (spark-submit --conf)
+
+
+def read_manifest(spark: SparkSession, dataset: str | Path) -> dict:
+    """The manifest of a Dataset directory (local or URI)."""
+    path = sk.join(str(dataset).rstrip("/"), "manifest.json")
+    if not sk.exists(spark, path):
+        raise ConfigError(f"{dataset}: not a fashionrec dataset (no manifest.json)")
+    return json.loads(sk.read_text(spark, path))
+
+
+def dataset_hash(spark: SparkSession, dataset: str | Path) -> str:
+    """The dataset hash in the manifest of a Dataset directory, for artifacts."""
+    return str(read_manifest(spark, dataset).get("dataset_hash", ""))
 
 
 @dataclass
 class SparkData:
-    """The transactions of a Dataset directory as a Spark DataFrame with each row's age in days
-    (0 = the newest date), and the sizes of the id spaces."""
+    """The transactions of a Dataset directory as a cached Spark DataFrame: t_dat, user, item,
+    each row's place in the files (`_file`: the rank of its file's name, `_row`: its row there)
+    and its age in days (0 = the newest date); and the sizes of the id spaces."""
 
     spark: SparkSession
     tx: DataFrame
@@ -53,21 +71,28 @@ class SparkData:
     max_date: date
     max_age: int
     tmp: str
-    manifest: dict
 
     @classmethod
-    def load(cls, spark: SparkSession, dataset: str | Path, tmp: str | None = None) -> SparkData:
+    def load(cls, spark: SparkSession, dataset: str | Path, tmp: str) -> SparkData:
         from pyspark.sql import functions as F
 
         dataset = str(dataset).rstrip("/")
-        if not sk.exists(spark, sk.join(dataset, "manifest.json")):
-            raise ConfigError(f"{dataset}: not a fashionrec dataset (no manifest.json)")
-        manifest = json.loads(sk.read_text(spark, sk.join(dataset, "manifest.json")))
+        manifest = read_manifest(spark, dataset)
         tx = spark.read.parquet(sk.join(dataset, "transactions.parquet"))
         span = tx.agg(F.max("t_dat").alias("max"), F.min("t_dat").alias("min")).first()
         if span["max"] is None:
             raise ConfigError(f"{dataset}: no transactions to fit on")
-        tx = tx.withColumn("age", F.datediff(F.lit(span["max"]), F.col("t_dat"))).cache()
+        # polars reads a directory's part files in name order: so does `_file`
+        names = tx.select("_metadata.file_name").distinct().collect()
+        names = F.array(*[F.lit(name) for name in sorted(r[0] for r in names)])
+        tx = tx.select(
+            "t_dat",
+            "user",
+            "item",
+            F.array_position(names, F.col("_metadata.file_name")).cast("int").alias("_file"),
+            F.col("_metadata.row_index").alias("_row"),
+            F.datediff(F.lit(span["max"]), F.col("t_dat")).alias("age"),
+        ).cache()
         return cls(
             spark=spark,
             tx=tx,
@@ -75,24 +100,31 @@ class SparkData:
             n_items=int(manifest["n_articles"]),
             max_date=span["max"],
             max_age=(span["max"] - span["min"]).days,
-            tmp=tmp or tempfile.mkdtemp(prefix="fashionrec-spark-"),
-            manifest=manifest,
+            tmp=tmp,
         )
-
-    @property
-    def hash(self) -> str:
-        return str(self.manifest.get("dataset_hash", ""))
 
     def collect(self, df: DataFrame, name: str) -> pl.DataFrame:
         """A (result-sized) Spark DataFrame on the driver as polars: through parquet files in a
         local `tmp` directory (fast, no pyarrow needed), else row by row."""
         if not sk.is_local(self.tmp):
             return pl.DataFrame([r.asDict() for r in df.collect()])
-        path = Path(self.tmp) / name
+        path = sk.local_path(self.tmp) / name
         sk.write_parquet(df, path)
         if not list(path.glob("*.parquet")):
             return pl.DataFrame([r.asDict() for r in df.collect()])
         return pl.read_parquet(path)
+
+    def local(self, transactions: pl.DataFrame) -> Dataset:
+        """Collected (t_dat, user, item) rows as a Dataset of the same id spaces (without article
+        or customer columns), for the Dataset methods whose float32 sums depend on row order."""
+        return Dataset(
+            transactions=transactions.select(
+                "t_dat", pl.col("user").cast(pl.Int32), pl.col("item").cast(pl.Int32)
+            ),
+            articles=pl.DataFrame({"item": np.arange(self.n_items, dtype=np.int32)}),
+            customers=pl.DataFrame({"user": np.arange(self.n_users, dtype=np.int32)}),
+            manifest={},
+        )
 
     # ---- the Dataset methods the models use, on Spark ----------------------------------------
 
@@ -138,20 +170,23 @@ class SparkData:
     def user_items(
         self, half_life: float | None = None, *, binary: bool = False, days: int | None = None
     ) -> sp.csr_matrix:
-        """(n_users, n_items) float32 CSR as `Dataset.user_items` (counts, decayed weights or 1)."""
+        """(n_users, n_items) float32 CSR as `Dataset.user_items` (counts, decayed weights or 1).
+
+        Decayed weights: scipy adds the repeats of a pair in an order that depends on the whole
+        row, so the window's rows come to the driver in file order and `Dataset.user_items`
+        itself adds them (the same bits, for one row of driver memory per transaction).
+        """
         from pyspark.sql import functions as F
 
         tx = self.window(days)
+        if half_life is not None:
+            rows = self.collect(tx.select("t_dat", "user", "item", "_file", "_row"), "rows")
+            return self.local(rows.sort("_file", "_row")).user_items(half_life=half_life)
         if binary:
             df = tx.select("user", "item").distinct().withColumn("s", F.lit(1.0).cast("float"))
-        elif half_life is None:
-            df = tx.groupBy("user", "item").agg(F.count("*").cast("float").alias("s"))
         else:
-            per_day = tx.groupBy("user", "item", "age").agg(F.count("*").alias("c"))
-            per_day = per_day.join(self.decay_weights(half_life), "age")
-            df = per_day.groupBy("user", "item").agg(_sequential_sum(double=False).alias("s"))
-        frame = self.collect(df, "user_items")
-        return _csr(frame, (self.n_users, self.n_items))
+            df = tx.groupBy("user", "item").agg(F.count("*").cast("float").alias("s"))
+        return _csr(self.collect(df, "user_items"), (self.n_users, self.n_items))
 
     def repeat_share_rows(self) -> float:
         """Share of purchases that repeat a (customer, article) pair (`models.als.repeat_share`)."""
@@ -209,11 +244,6 @@ def _csr(frame: pl.DataFrame, shape: tuple[int, int], value: str = "s") -> sp.cs
     return mat
 
 
-def _fallback(data: SparkData, half_life: float) -> tuple[np.ndarray, np.ndarray]:
-    """`base.popularity_fallback`: the decayed popularity ranking."""
-    return top_items(data.item_popularity(half_life))
-
-
 # ---------------------------------------------------------------------------------------------
 # Models
 
@@ -232,11 +262,28 @@ def fit(
 
     `reg_param` (als only): Spark's regParam; by default `regularization` divided by the mean
     number of articles per customer, because Spark scales it by each customer's count (ALS-WR).
+    `tmp` (default: the `spark.fashionrec.tmp` setting, else a local temporary directory):
+    where results reach the driver as parquet, in a new directory removed afterwards. Executors
+    write there, so a master that is not local needs a `tmp` that every host sees at the same
+    path (a shared mount), or a Hadoop URI (results are then collected row by row).
     """
     if name not in MODELS:
         raise ConfigError(f"the Spark engine fits {', '.join(MODELS)}, not {name!r}")
     model = registry.create(name, **(params or {}))
-    data = SparkData.load(spark, dataset, tmp)
+    tmp = tmp or spark.conf.get(TMP_CONF, None)
+    master = spark.sparkContext.master
+    if tmp is None and not master.startswith("local"):
+        raise ConfigError(
+            f"the Spark master is {master}: results reach the driver through files written by "
+            "the executors, so give a tmp directory that every host sees (a Hadoop URI, or a "
+            f"shared mount at the same path everywhere), e.g. --conf {TMP_CONF}=hdfs:///tmp"
+        )
+    if tmp is not None and not sk.is_local(tmp):
+        work = tmp
+    else:
+        parent = None if tmp is None else sk.local_path(tmp)
+        work = tempfile.mkdtemp(prefix="fashionrec-spark-", dir=parent)
+    data = SparkData.load(spark, dataset, work)
     try:
         return {
             "popular": _popular,
@@ -247,8 +294,8 @@ def fit(
         }[name](model, data)
     finally:
         data.tx.unpersist()
-        if tmp is None:
-            sk.remove(spark, data.tmp)
+        if sk.is_local(work):
+            sk.remove(spark, work)
 
 
 def _popular(model: Any, data: SparkData) -> Any:
@@ -267,7 +314,7 @@ def _decay(model: Any, data: SparkData) -> Any:
 
 def _repurchase(model: Any, data: SparkData) -> Any:
     model.own_ = data.user_items(model.half_life, days=model.window_days)
-    model.fill_items_, model.fill_scores_ = _fallback(data, model.fill_half_life)
+    model.fill_items_, model.fill_scores_ = popularity_fallback(data, model.fill_half_life)
     model.seen_ = data.user_items(binary=True)
     return model
 
@@ -275,17 +322,26 @@ def _repurchase(model: Any, data: SparkData) -> Any:
 def co_purchase_neighbours(data: SparkData, window_days: int, n: int) -> sp.csr_matrix:
     """itemcf's cosine neighbours on Spark: c_ij = baskets (customer, day) with article i whose
     customer bought j within `window_days` of that day; sim = c_ij / sqrt(n_i n_j), n_i = baskets
-    with i; the top `n` per article (ties: lower index), never the article itself."""
+    with i; the top `n` per article (ties: lower index), never the article itself.
+
+    The self-join pairs a customer's baskets only within neighbouring buckets of
+    `window_days + 1` days (two baskets at most `window_days` apart are at most one bucket
+    apart), so its size grows with the window, not with the square of a customer's history.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    baskets = data.tx.select("user", "age", "item").distinct().cache()
+    baskets = data.tx.select("user", "age", "item").distinct()
+    baskets = baskets.withColumn("bucket", F.floor(F.col("age") / (window_days + 1))).cache()
     n_i = baskets.groupBy("item").agg(F.count("*").cast("double").alias("n"))
-    a, b = baskets.alias("a"), baskets.alias("b")
+    near = F.explode(F.array(F.col("bucket") - 1, F.col("bucket"), F.col("bucket") + 1))
+    a = baskets.select("user", "age", "item", near.alias("near")).alias("a")
+    b = baskets.alias("b")
     pairs = (
         a.join(
             b,
             (F.col("a.user") == F.col("b.user"))
+            & (F.col("a.near") == F.col("b.bucket"))
             & (F.abs(F.col("a.age") - F.col("b.age")) <= window_days),
         )
         .select(
@@ -330,13 +386,11 @@ def _itemcf(model: Any, data: SparkData) -> Any:
             f"half_life={model.half_life})"
         )
     model.neighbours_ = co_purchase_neighbours(data, model.window_days, model.neighbours)
-    # the customer side, as `neighbours.NeighbourModel.fit_customers`
-    model.history_ = data.user_items(model.history_half_life)
+    # the customer side: `NeighbourModel.fit_customers`, with the repeat share measured on Spark
+    model.history_ = data.user_items(half_life=model.history_half_life)
     model.seen_ = data.user_items(binary=True)
-    pop = data.item_popularity(model.fill_half_life)
-    model.fill_items_, model.fill_scores_ = top_items(pop)
-    power = model.popularity
-    model.prior_ = None if power == 0 else ((1.0 + pop) ** power).astype(np.float32)
+    model.fill_items_, model.fill_scores_ = popularity_fallback(data, model.fill_half_life)
+    model.prior_ = popularity_prior(data, model.popularity, model.fill_half_life)
     model.repeat_ = data.repeat_share_days() if model.repeat is None else float(model.repeat)
     return model
 
@@ -369,7 +423,6 @@ def _als(model: Any, data: SparkData, reg_param: float | None) -> Any:
         userCol="user",
         itemCol="item",
         ratingCol="r",
-        coldStartStrategy="drop",
     )
     fitted = als.fit(ratings)
     ratings.unpersist()
@@ -387,15 +440,8 @@ def _als(model: Any, data: SparkData, reg_param: float | None) -> Any:
     model.item_factors_ = factors(fitted.itemFactors, data.n_items, "item_factors")
     model.seen_ = data.user_items(binary=True)
     model.trained_ = np.flatnonzero(data.item_popularity() > 0).astype(np.int32)
-    model.fill_items_, model.fill_scores_ = _fallback(data, model.fill_half_life)
+    model.fill_items_, model.fill_scores_ = popularity_fallback(data, model.fill_half_life)
     share = data.repeat_share_rows()
     model.rebuy_ = bool(share >= MIN_REBUY_SHARE) if model.rebuy is None else bool(model.rebuy)
     model._index = None
-    model.spark_reg_param_ = reg_param  # not state: recorded by the CLI in the artifact's extra
     return model
-
-
-def dataset_hash(spark: SparkSession, dataset: str | Path) -> str:
-    """The dataset hash in the manifest of a Dataset directory (local or URI), for artifacts."""
-    text = sk.read_text(spark, sk.join(str(dataset).rstrip("/"), "manifest.json"))
-    return str(json.loads(text).get("dataset_hash", ""))
