@@ -116,13 +116,18 @@ class NeighbourModel:
     prior_: np.ndarray = field(default=None, init=False, repr=False)
     repeat_: float = field(default=None, init=False, repr=False)
 
-    def fit_customers(self, data: Dataset) -> None:
-        """Histories, the popularity fill and prior, and the repeat share, from `data`."""
+    def fit_customers(self, data: Dataset, measured_repeat: float | None = None) -> None:
+        """Histories, the popularity fill and prior, and the repeat share, from `data` (any
+        object with the Dataset methods used here; `measured_repeat` skips measuring the repeat
+        share, e.g. when the Spark engine measured it)."""
         self.history_ = data.user_items(half_life=self.history_half_life)
         self.seen_ = data.user_items(binary=True)
         self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
         self.prior_ = popularity_prior(data, self.popularity, self.fill_half_life)
-        self.repeat_ = repeat_share(data) if self.repeat is None else float(self.repeat)
+        if self.repeat is not None:
+            self.repeat_ = float(self.repeat)
+        else:
+            self.repeat_ = repeat_share(data) if measured_repeat is None else measured_repeat
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
         return batched(users, lambda u: self._recommend(u, k, exclude_seen), RECOMMEND_BATCH)

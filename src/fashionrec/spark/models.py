@@ -34,7 +34,6 @@ from fashionrec.errors import ConfigError
 from fashionrec.models import registry
 from fashionrec.models.als import MIN_REBUY_SHARE
 from fashionrec.models.base import popularity_fallback, squash, top_items
-from fashionrec.models.neighbours import popularity_prior
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -386,12 +385,9 @@ def _itemcf(model: Any, data: SparkData) -> Any:
             f"half_life={model.half_life})"
         )
     model.neighbours_ = co_purchase_neighbours(data, model.window_days, model.neighbours)
-    # the customer side: `NeighbourModel.fit_customers`, with the repeat share measured on Spark
-    model.history_ = data.user_items(half_life=model.history_half_life)
-    model.seen_ = data.user_items(binary=True)
-    model.fill_items_, model.fill_scores_ = popularity_fallback(data, model.fill_half_life)
-    model.prior_ = popularity_prior(data, model.popularity, model.fill_half_life)
-    model.repeat_ = data.repeat_share_days() if model.repeat is None else float(model.repeat)
+    # the customer side, with the repeat share measured on Spark
+    measured = data.repeat_share_days() if model.repeat is None else None
+    model.fit_customers(data, measured_repeat=measured)
     return model
 
 
