@@ -37,8 +37,8 @@ from fashionrec.evaluate import fit_recommend, markdown_table, score_recs, summa
 from fashionrec.models.ranker import candidate_recall, feature_importance
 
 BASELINES = ("popular", "decay", "repurchase")
-SINGLE = ("popular", "decay", "repurchase", "itemcf", "als", "segments", "content", "bpr")
-MODELS = "popular,decay,repurchase,itemcf,als,segments,weighted,switching,cascade,ranker"
+SINGLE = ("popular", "decay", "repurchase", "itemcf", "als", "segments", "content", "bpr", "usercf")
+MODELS = "popular,decay,repurchase,itemcf,als,usercf,segments,weighted,switching,cascade,ranker"
 RESULTS = Path(__file__).parent / "results"
 log = logging.getLogger("ranker_bench")
 

@@ -213,6 +213,6 @@ def test_sources_are_the_documented_ones() -> None:
         "sasrec": 30,
         "ns-gru": 10,
     }
-    for other in ("ranker:30", "usercf:10", "weighted"):  # registered, but not a source
+    for other in ("ranker:30", "lightgcn:10", "weighted"):  # registered, but not a source
         with pytest.raises(ConfigError, match=r"known: repurchase, itemcf.*sasrec"):
             parse_sources(f"repurchase:5,{other}")

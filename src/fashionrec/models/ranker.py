@@ -6,7 +6,8 @@ The design of the H&M Kaggle winners (and of most production recommenders):
    list per user: the customer's own articles (`repurchase`), co-purchases of their recent
    articles (`itemcf`), other colours of the products they bought (`variants`, same
    product_code), their segment's trending articles (`segments`), overall time-decayed
-   popularity (`decay`), ALS embeddings (`als`) and, when given, a sequence model (`sasrec`...).
+   popularity (`decay`), ALS embeddings (`als`), customers like them (`usercf`) and, when
+   given, a sequence model (`sasrec`...).
    The union of the lists is the candidate set; `candidate_recall` measures how much of the next
    week's purchases it holds.
 2. Features (polars group-bys at the cutoff, numpy gathers per candidate): customer (recency,
@@ -50,7 +51,7 @@ from fashionrec.models.compose import pack, pack_values, parse_params, unpack, u
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("lambdarank", "binary")
-SOURCES = ("repurchase", "itemcf", "variants", "segments", "decay", "als")
+SOURCES = ("repurchase", "itemcf", "variants", "segments", "decay", "als", "usercf")
 DEFAULT_SOURCES = "repurchase:150,itemcf:40,variants:20,segments:20,decay:30,als:30"
 SEQUENCE_SOURCES = tuple(  # the registered sequence models, found without importing torch
     name for name, path in registry.MODELS.items() if path.startswith("fashionrec.models.sequence:")
@@ -298,7 +299,7 @@ class Stage:
             return row_top_k(sp.csr_matrix(cf - cf.multiply(seen)), n)
         if name == "variants":
             return self.variants(users, n)
-        return self.parts[name].recommend(users, n)  # segments, decay, als, sequence models
+        return self.parts[name].recommend(users, n)  # segments, decay, als, usercf, sequences
 
     def variants(self, users: np.ndarray, n: int) -> Recs:
         """Other articles of the products the customer bought, scored by the recency-weighted
