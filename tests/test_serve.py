@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,11 +15,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from fashionrec.data.ingest import ingest
-from fashionrec.serve import experiments, versions
-from fashionrec.serve.app import Settings, create_app
+from fashionrec.serve import experiments, routes, versions
+from fashionrec.serve.app import Service, Settings, create_app
 from fashionrec.serve.store import SQLiteStore
 
 from .conftest import known_answer_rows, write_tables
@@ -99,6 +102,10 @@ def test_personal_and_cold_start(client: TestClient) -> None:
     [
         ("/customers/u0/recommendations?k=0", 422),
         ("/customers/u0/recommendations?k=101", 422),
+        ("/customers/u0/recommendations?k=1000", 422),
+        ("/customers/u0/recommendations?k=", 422),
+        ("/customers/u0/recommendations?k=-1", 422),
+        ("/customers/u0%0A/recommendations", 422),
         ("/customers/" + "x" * 129 + "/recommendations", 422),
         ("/customers/a%20b/recommendations", 422),
         ("/customers/u0/recommendations?model=nope", 404),
@@ -130,6 +137,58 @@ def test_unlike_is_immediate_and_durable(
         assert "A4" not in articles(again.get("/customers/u0/recommendations?k=5"))
     bad = {"customer_id": "u0", "article_id": "A4", "event": "love"}
     assert client.post("/feedback", json=bad, headers=KEY).status_code == 422
+
+
+def test_fast_path_answers_as_the_route(served: tuple[Path, Path], client: TestClient) -> None:
+    # the FastAPI route resolves its Service through the `service` dependency; the fast path
+    # (plain id, no query or `k` alone) does not, so counting the calls tells the two apart
+    calls = []
+
+    async def counted(request: Request) -> Service:
+        calls.append(request.url.path)
+        return request.app.state.service
+
+    client.app.dependency_overrides[routes.service] = counted
+    for customer in ("u0", "u9", "somebody-new"):
+        calls.clear()
+        fast = client.get(f"/customers/{customer}/recommendations")
+        assert not calls
+        slow = client.get(f"/customers/{customer}/recommendations?k=12&model=repurchase")
+        assert calls == [f"/customers/{customer}/recommendations"]
+        assert fast.content == slow.content and fast.headers == slow.headers
+        # and byte for byte what JSONResponse makes of the dict the pages use
+        listing = client.app.state.service.customer_recommendations(customer, 12, None)
+        assert fast.content == JSONResponse(listing).body
+    # unliked at once, on the fast path and the route alike, and by another worker on the store
+    shown = articles(client.get("/customers/u0/recommendations?k=5"))
+    body = {"customer_id": "u0", "article_id": shown[0], "event": "unlike"}
+    assert client.post("/feedback", json=body, headers=KEY).status_code == 200
+    calls.clear()
+    after = articles(client.get("/customers/u0/recommendations?k=5"))
+    assert not calls and after[:4] == shown[1:]
+    assert shown[0] not in articles(
+        client.get("/customers/u0/recommendations?k=5&model=repurchase")
+    )
+    dataset, registry = served
+    store = client.app.state.service.store.path
+    other = Settings(models=registry, dataset=dataset, store=store, api_key="test-key")
+    with TestClient(create_app(other)) as worker:
+        assert articles(worker.get("/customers/u0/recommendations?k=5")) == after
+        body = {"customer_id": "u0", "article_id": after[0], "event": "unlike"}
+        assert worker.post("/feedback", json=body, headers=KEY).status_code == 200
+    assert after[0] not in articles(client.get("/customers/u0/recommendations?k=5"))
+    # impressions logged and metrics counted for the fast path too
+    svc = client.app.state.service
+    svc.store.flush()
+    shown = svc.store._conn().execute(
+        "SELECT SUM(json_array_length(article_ids)) FROM impressions WHERE customer_id = 'u0'"
+    )
+    assert shown.fetchone()[0] >= 12
+    label = (
+        'fashionrec_requests_total{route="/customers/{customer_id}/recommendations",status="200"}'
+    )
+    count = next(x for x in client.get("/metrics").text.splitlines() if x.startswith(label))
+    assert float(count.split()[-1]) == 10  # this client's requests above, fast or not
 
 
 def test_purchase_changes_the_next_list_without_retraining(client: TestClient) -> None:
@@ -195,6 +254,36 @@ def test_ab_experiment_assigns_deterministically_and_counts_clicks(client: TestC
     assert client.get("/customers/u0/recommendations?experiment=none").status_code == 404
     page = client.get("/experiments-page").text
     assert "ab1" in page and "p =" in page
+
+
+def test_store_regroups_per_article_impressions(tmp_path: Path) -> None:
+    # a store from before impressions were logged one row per list: one row per article
+    conn = sqlite3.connect(tmp_path / "old.sqlite3")
+    conn.executescript(
+        """
+        CREATE TABLE impressions (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,
+            customer_id TEXT NOT NULL, article_id TEXT NOT NULL, model TEXT NOT NULL,
+            version TEXT NOT NULL, experiment TEXT, arm TEXT);
+        CREATE INDEX impressions_customer ON impressions (customer_id, article_id);
+        INSERT INTO impressions (ts, customer_id, article_id, model, version, experiment, arm)
+        VALUES (1, 'c1', 'A1', 'm', 'v1', 'e', 'a'), (1, 'c1', 'A2', 'm', 'v1', 'e', 'a'),
+            (2, 'c2', 'A1', 'n', 'v1', 'e', 'b'), (3, 'c1', 'A3', 'm', 'v1', NULL, NULL),
+            (3, 'c1', 'A4', 'm', 'v1', NULL, NULL);
+        """
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "old.sqlite3")
+    lists = store._conn().execute("SELECT customer_id, article_ids FROM impressions ORDER BY id")
+    assert lists.fetchall() == [("c1", '["A1","A2"]'), ("c2", '["A1"]'), ("c1", '["A3","A4"]')]
+    store.add_feedback("c1", "A2", "click")
+    assert store.arm_of_click("c1", "A2") == ("e", "a")
+    assert store.arm_stats("e") == {
+        "a": {"impressions": 2, "clicks": 1},
+        "b": {"impressions": 1, "clicks": 0},
+    }
+    SQLiteStore(tmp_path / "old.sqlite3")  # opening it again changes nothing
+    assert store._conn().execute("SELECT COUNT(*) FROM impressions").fetchone()[0] == 3
 
 
 def test_bandits_prefer_the_clicked_arm() -> None:
