@@ -96,8 +96,10 @@ def issue6(path: Path, result: dict) -> str:
     out = []
     for name, models in result["results"].items():
         k = 20 if "fraction" in name else 12
-        columns = [f"map@{k}", f"hr@{k}", f"recall_1@{k}", f"recall_30@{k}", "fit_s"]
-        rows = [{**v, "model": m} for m, v in models.items()]
+        columns = [f"map@{k}", f"hr@{k}", f"recall_1@{k}", f"recall_30@{k}", "fit_s", "peak MB"]
+        rows = [
+            {**v, "model": m, "peak MB": round(v.get("peak_rss_mb", 0))} for m, v in models.items()
+        ]
         out.append(f"`{path}` {name}:\n\n{_table(rows, columns)}")
     return "\n".join(out)
 
