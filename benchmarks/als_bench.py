@@ -1,19 +1,27 @@
-"""ALS top-k for every customer: our exact and ANN paths against implicit's own recommend.
+"""ALS top-k for every customer: our exact, pruned and ANN paths against implicit's recommend.
 
-The customer x article matrix is Online Retail with every customer replicated `--replicas` times
-(copy r of customer u is a new customer with the same purchases). `als` (default parameters) is
-fitted on the original data, and each copy gets its customer's factors: the serving work is
-that of the replicated matrix, without fitting ALS on 10x the data (that takes minutes). The
-same factors are then served by
+The customer x article matrix is a Dataset (`--dataset`, Online Retail by default) with every
+customer replicated `--replicas` times (copy r of customer u is a new customer with the same
+purchases; `--replicas 1` serves the data set as it is, e.g. the H&M week). `als` (default
+parameters) is fitted on the original data, and each copy gets its customer's factors: the
+serving work is that of the replicated matrix, without fitting ALS on 10x the data (that takes
+minutes). The same factors are then served by
 - implicit: `AlternatingLeastSquares.recommend(userids, user_items, N=k)` (the reference),
 - exact: `als` with search="exact" (batched dense scores, block pre-selection, top_k_dense),
-- ann: `als` with search="ann" (faiss HNSW on the inner product; its build is timed apart),
-with every article allowed and with bought articles excluded (implicit's default). Everything
-runs on `--threads` threads; times are process CPU seconds (robust on a shared machine, equal
-to wall time for one thread on an idle one), the best of `--repeats` interleaved runs.
-Prints a markdown table and writes benchmarks/results/als_bench.json.
+- pruned: `als` with search="pruned" (exact; articles by decreasing norm, each customer stops
+  where the norm bound says no further article can enter the top k),
+- ann: `als` with search="ann" (faiss HNSW on the inner product),
+with every article allowed and with bought articles excluded (implicit's default). With every
+article allowed, a faiss IndexIVFFlat on the inner product (nlist = 4 sqrt(articles), k-means
+seed 0) is timed too at each `--ivf-nprobe`, as a reference for the IVF design of issue 4 (it is
+not a model option: it does not reach the target). Index and scan builds are timed apart.
+Everything runs on `--threads` threads; times are process CPU seconds (robust on a shared
+machine, equal to wall time for one thread on an idle one), the best of `--repeats` interleaved
+runs. Prints a markdown table and writes `--out`.
 
-    .venv/bin/python benchmarks/als_bench.py [--replicas 10] [--threads 1]
+    .venv/bin/python benchmarks/als_bench.py  # Online Retail x 10 -> results/als_bench.json
+    .venv/bin/python benchmarks/als_bench.py --dataset build/hm/dataset --replicas 1 \
+        --out benchmarks/results/als_bench_hm.json
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import faiss
 import numpy as np
 import polars as pl
 from implicit.cpu.als import AlternatingLeastSquares
@@ -86,22 +96,34 @@ def same_modulo_ties(a_items, a_scores, b_items, b_scores, tol: float = 1e-5) ->
     }
 
 
+def ivf_index(items: np.ndarray, nlist: int) -> faiss.IndexIVFFlat:
+    """faiss IVF over `items` by inner product, k-means seeded (the IVF reference)."""
+    d = items.shape[1]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = 0
+    index.train(items)
+    index.add(items)
+    return index
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, default=ROOT / "build/online-retail/dataset")
     parser.add_argument("--replicas", type=int, default=10)
     parser.add_argument("--k", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ef-search", type=int, default=ALS.ef_search)
+    parser.add_argument("--ivf-nprobe", type=int, nargs="*", default=[16, 32, 64])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/als_bench.json")
     args = parser.parse_args()
+    faiss.omp_set_num_threads(args.threads)
 
     base = Dataset.load(args.dataset)
     t0 = time.perf_counter()
     model = ALS(threads=args.threads, ef_search=args.ef_search).fit(base)
     fit_s = time.perf_counter() - t0
-    data = replicate(base, args.replicas)
+    data = base if args.replicas == 1 else replicate(base, args.replicas)
     model.user_factors_ = np.tile(model.user_factors_, (args.replicas, 1))
     model.seen_ = seen = data.user_items(binary=True)
     users = np.arange(data.n_users)
@@ -109,9 +131,15 @@ def main() -> None:
         f"{data.n_users} customers x {data.n_items} articles ({len(model.trained_)} sold), "
         f"{seen.nnz} pairs; als fit on the original {base.n_users} customers: {fit_s:.1f}s"
     )
-    t0 = time.perf_counter()
-    model._ann_index()
-    build_s = time.perf_counter() - t0
+    builds = {}
+    for name, build in (("hnsw", model._ann_index), ("scan", model._norm_scan)):
+        t0 = time.process_time()
+        build()
+        builds[name] = time.process_time() - t0
+    nlist = round(4 * np.sqrt(len(model.trained_)))
+    t0 = time.process_time()
+    ivf = ivf_index(model._trained_factors(), nlist)
+    builds["ivf"] = time.process_time() - t0
 
     reference = AlternatingLeastSquares(factors=model.factors, num_threads=args.threads)
     reference.user_factors, reference.item_factors = model.user_factors_, model.item_factors_
@@ -132,11 +160,21 @@ def main() -> None:
                 users, seen, N=k, filter_already_liked_items=exclude_seen, items=candidates
             )
 
+        def faiss_ivf(nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = nprobe
+            scores, pos = ivf.search(model.user_factors_[users], k, params=params)
+            return np.where(pos >= 0, model.trained_[np.maximum(pos, 0)], -1), scores
+
         runs: dict[str, Callable] = {
             "implicit recommend": theirs,
             "exact (ours)": lambda: ours("exact"),
+            "pruned (ours, exact)": lambda: ours("pruned"),
             "ann (ours, HNSW)": lambda: ours("ann"),
         }
+        if not exclude_seen:
+            for nprobe in args.ivf_nprobe:
+                runs[f"faiss IVF nprobe={nprobe} (reference)"] = partial(faiss_ivf, nprobe)
         best: dict[str, tuple] = {}
         with threadpool_limits(args.threads, "blas"):
             for _ in range(args.repeats):  # interleaved, so that load changes hit every method
@@ -145,8 +183,8 @@ def main() -> None:
                     if name not in best or cpu < best[name][0]:
                         best[name] = (cpu, wall, *out)
         ref_s, _, ref_items, ref_scores = best["implicit recommend"]
-        _, _, ex_items, ex_scores = best["exact (ours)"]
-        for name, (cpu, wall, items, _) in best.items():
+        ex_items = best["exact (ours)"][2]
+        for name, (cpu, wall, items, scores) in best.items():
             row = {
                 "mode": mode,
                 "method": name,
@@ -158,10 +196,8 @@ def main() -> None:
             if name != "implicit recommend":
                 row["recall_vs_exact"] = recall(items, ex_items)
                 row["recall_vs_implicit"] = recall(items, ref_items)
-            if name == "exact (ours)":
-                row |= same_modulo_ties(ex_items, ex_scores, ref_items, ref_scores)
-            if name.startswith("ann"):
-                row["index_build_s"] = build_s
+            if name.startswith(("exact", "pruned")):
+                row |= same_modulo_ties(items, scores, ref_items, ref_scores)
             rows.append(row)
 
     print(
@@ -178,10 +214,13 @@ def main() -> None:
     for r in rows:
         if "identical_rows" in r:
             print(
-                f"{r['mode']}: exact vs implicit: identical rows {r['identical_rows']:.4f}, "
-                f"equal modulo ties {r['equal_modulo_ties_rows']:.4f}"
+                f"{r['mode']}: {r['method']} vs implicit: identical rows "
+                f"{r['identical_rows']:.4f}, equal modulo ties {r['equal_modulo_ties_rows']:.4f}"
             )
-    print(f"HNSW build (once per fitted model, single thread): {build_s:.2f}s")
+    print(
+        f"builds (once per fitted model, CPU s): HNSW {builds['hnsw']:.2f}, "
+        f"norm scan {builds['scan']:.3f}, IVF (nlist {nlist}) {builds['ivf']:.2f}"
+    )
     result = {
         "dataset": str(args.dataset),
         "replicas": args.replicas,
@@ -193,9 +232,10 @@ def main() -> None:
         "threads": args.threads,
         "repeats": args.repeats,
         "timing": "process CPU seconds, best of the repeats",
-        "params": params_of(model) | {"search": "both"},
+        "params": params_of(model) | {"search": "all"},
+        "ivf_nlist": nlist,
         "fit_s": fit_s,
-        "index_build_s": build_s,
+        "build_cpu_s": builds,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "rows": rows,

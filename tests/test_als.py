@@ -1,5 +1,6 @@
-"""ALS and BPR beyond the contract: collaborative known answers, the ANN path against exact
-search, unsold articles, the re-buy rule, `similar`, and the shared top-k helpers."""
+"""ALS and BPR beyond the contract: collaborative known answers, the pruned and ANN paths
+against exact search, unsold articles, the re-buy rule, `similar`, and the shared top-k
+helpers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ from fashionrec import artifacts
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.ingest import ingest
 from fashionrec.errors import ConfigError
-from fashionrec.models.als import ALS, BPR, ann_top_k, exact_top_k, hnsw_index, repeat_share
+from fashionrec.models.als import (
+    ALS,
+    BPR,
+    PRUNE_FIRST,
+    ann_top_k,
+    exact_top_k,
+    hnsw_index,
+    norm_scan,
+    pruned_top_k,
+    repeat_share,
+)
 from fashionrec.models.base import top_k_dense
 
 from .conftest import write_tables
@@ -79,7 +90,7 @@ def test_rebuys_in_the_data_keep_bought_articles(known_dataset: Dataset) -> None
     ) == ["A4"]
 
 
-@pytest.mark.parametrize("search", ["exact", "ann"])
+@pytest.mark.parametrize("search", ["exact", "pruned", "ann"])
 def test_unsold_articles_are_never_recommended(tastes: Dataset, search: str) -> None:
     model = ALS(**SMALL, search=search, rebuy=True).fit(tastes)
     warm = tastes.buyers()
@@ -123,6 +134,60 @@ def test_ann_matches_exact_on_real_data(retail: Dataset, tmp_path: Path) -> None
     np.testing.assert_array_equal(
         loaded.recommend(users, 12).items, model.recommend(users, 12).items
     )
+
+
+def test_pruned_is_exact_on_real_data(retail: Dataset, tmp_path: Path) -> None:
+    model = ALS(factors=32, iterations=5, search="pruned").fit(retail)
+    exact = ALS(factors=32, iterations=5).fit(retail)
+    assert len(model.trained_) > 2 * PRUNE_FIRST  # 3,999 articles: the pruning is used
+    users = retail.buyers()
+    for exclude_seen in (False, True):
+        a = model.recommend(users, 12, exclude_seen=exclude_seen)
+        b = exact.recommend(users, 12, exclude_seen=exclude_seen)
+        # the same scores; lists differ at most where scores tie (or nearly: float rounding)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+        assert (a.items == b.items).all(axis=1).mean() > 0.999
+        if exclude_seen:
+            seen = retail.user_items(binary=True)[users]
+            hits = seen[np.arange(len(users))[:, None], np.maximum(a.items, 0)].toarray()
+            assert not hits[a.items >= 0].any()
+    # a second fit gives the same lists, and so does a loaded artifact (the scan is not saved)
+    lists = model.recommend(users, 12).items
+    again = ALS(factors=32, iterations=5, search="pruned").fit(retail)
+    np.testing.assert_array_equal(again.recommend(users, 12).items, lists)
+    artifacts.save(model, tmp_path / "als")
+    loaded = artifacts.load(tmp_path / "als")
+    assert getattr(loaded, "_scan", None) is None
+    np.testing.assert_array_equal(loaded.recommend(users, 12).items, lists)
+
+
+def test_pruned_top_k_equals_exact_top_k() -> None:
+    rng = np.random.default_rng(5)
+    # skewed norms (as ALS's), integer directions for exact ties, a zero item and a zero query
+    n = 5000
+    norms = rng.pareto(2.0, (n, 1)).astype(np.float32)
+    items = rng.integers(-3, 4, (n, 8)).astype(np.float32) * norms
+    items[7] = 0
+    queries = rng.integers(-3, 4, (300, 8)).astype(np.float32)
+    queries[0] = 0
+    exclude = sp.random(300, n, density=0.01, format="lil", random_state=5)
+    exclude[1, np.argsort(-norms[:, 0])[:3000]] = 1  # the largest norms bought: a long scan
+    exclude[2, :] = 1  # everything bought: an empty list
+    exclude[3, : n - 5] = 1  # five left: -1 padding
+    exclude = sp.csr_matrix(exclude)
+    scan = norm_scan(items)
+    full = queries @ items.T
+    for k, ex in ((12, None), (12, exclude), (30, exclude), (200, None)):  # 200: exact search
+        got, truth = pruned_top_k(queries, scan, k, ex), exact_top_k(queries, items, k, ex)
+        np.testing.assert_allclose(got.scores, truth.scores, rtol=1e-5, atol=1e-5)
+        valid = got.items >= 0
+        assert (valid == (truth.items >= 0)).all()
+        picked = np.take_along_axis(full, np.maximum(got.items, 0), axis=1)
+        np.testing.assert_allclose(picked[valid], got.scores[valid], rtol=1e-5, atol=1e-5)
+        assert all(len(set(r[r >= 0])) == (r >= 0).sum() for r in got.items)  # no duplicates
+        if ex is not None:
+            assert not ex[np.arange(300)[:, None], np.maximum(got.items, 0)].toarray()[valid].any()
+            assert valid[2].sum() == 0 and valid[3].sum() == 5 and valid[1].all()
 
 
 def test_ann_top_k_filters_and_hands_deep_queries_to_exact_search() -> None:

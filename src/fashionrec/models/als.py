@@ -2,8 +2,10 @@
 
 Both learn a vector per customer and per article; a customer's score for an article is the inner
 product of the two. Recommending is a maximum-inner-product search over the articles sold in the
-training data, either exact (batched dense scores, `search="exact"`) or approximate through a
-faiss HNSW index (`search="ann"`, the "AALS" baseline of the H&M thesis: ALS + an ANN index).
+training data: exact by batched dense scores (`search="exact"`), exact with the articles that
+cannot reach a customer's top k skipped by a norm bound (`search="pruned"`, 5-6x faster than
+implicit's recommend on the H&M week), or approximate through a faiss HNSW index
+(`search="ann"`, the "AALS" baseline of the H&M thesis: ALS + an ANN index).
 Customers without training purchases (and unknown ones, -1) get time-decayed popularity.
 `rebuy` says whether a customer's own bought articles may come back (None: yes when at least 1%
 of the training purchases repeat a (customer, article) pair, as in retail; no for rating data
@@ -16,7 +18,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, NamedTuple, Self, get_args
 
 import faiss
 import numpy as np
@@ -40,9 +42,13 @@ from fashionrec.models.base import (
 
 log = logging.getLogger(__name__)
 
-Search = Literal["exact", "ann"]
+Search = Literal["exact", "pruned", "ann"]
+SEARCHES: tuple[str, ...] = get_args(Search)
 SCORE_CELLS = 1 << 21  # dense scores per exact chunk (8 MB of float32): measured fastest
 BLOCK = 16  # columns per block of the exact pre-selection (measured: 12-16 are fastest)
+PRUNE_FIRST = 1536  # articles every customer scores in the pruned search (measured: 1024-2048)
+PRUNE_STEP = 256  # articles per later block of the pruned search (measured: 128-512)
+PRUNE_SLACK = 1 + 1e-4  # widens the norm bound past float32 rounding of the dot products
 ANN_DEPTH_SHARE = 1 / 128  # deeper ANN queries are cheaper done exactly (see ann_top_k)
 HNSW_M = 32  # graph degree: M=32 beat 8, 16 and 48 on recall per second (Online Retail)
 EF_CONSTRUCTION = 80
@@ -113,6 +119,135 @@ def _block_top_k(scores: np.ndarray, k: int, blocks: int) -> Recs:
     return Recs(items.astype(np.int32), top.scores)
 
 
+class NormScan(NamedTuple):
+    """Items in decreasing norm order, in blocks, for pruned_top_k (built once per model)."""
+
+    items: np.ndarray  # the items as given
+    order: np.ndarray  # scan position -> item
+    rank: np.ndarray  # item -> scan position
+    padded: np.ndarray  # (factors, width): the items in scan order, zero padded to whole blocks
+    starts: np.ndarray  # the blocks: 0, PRUNE_FIRST, then every PRUNE_STEP
+    bounds: np.ndarray  # the largest norm in each block (x PRUNE_SLACK)
+
+
+def norm_scan(items: np.ndarray) -> NormScan:
+    """The scan order of `items` for pruned_top_k."""
+    n = len(items)
+    norms = np.linalg.norm(items, axis=1)
+    order = np.argsort(-norms, kind="stable")
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    starts = np.r_[0, np.arange(PRUNE_FIRST, n, PRUNE_STEP)]
+    padded = np.zeros((items.shape[1], max(starts[-1] + PRUNE_STEP, PRUNE_FIRST)), np.float32)
+    padded[:, :n] = items[order].T
+    bounds = np.r_[norms[order], 0.0][np.minimum(starts, n)] * PRUNE_SLACK
+    return NormScan(items, order, rank, padded, starts, bounds)
+
+
+def pruned_top_k(
+    queries: np.ndarray, scan: NormScan, k: int, exclude: sp.csr_matrix | None = None
+) -> Recs:
+    """exact_top_k's result (the same scores; tied items may differ), each query scored against
+    only the items that can still enter its top k (length-based pruning, as in LEMP: Teflioudi,
+    Gemulla & Mykytiuk, SIGMOD 2015).
+
+    Items are scanned by decreasing norm, a first block of PRUNE_FIRST and then blocks of
+    PRUNE_STEP. No score in a block exceeds |query| x the block's largest norm (Cauchy-Schwarz),
+    so a query leaves the scan at the first block where that bound is below a lower bound of
+    its k-th best score. ALS shrinks rarely bought articles towards 0, so the norms are skewed:
+    on the H&M week a customer scores about 14% of the 18k articles. Queries go in chunks of
+    SCORE_CELLS scores of the first block; short catalogues and deep lists are scored exactly.
+    """
+    if k * BLOCK > PRUNE_FIRST or len(scan.items) <= PRUNE_FIRST + PRUNE_STEP:
+        return exact_top_k(queries, scan.items, k, exclude)
+    norms = np.linalg.norm(queries, axis=1)
+    rows = SCORE_CELLS // PRUNE_FIRST
+    parts = []
+    for s in range(0, len(queries), rows):
+        excluded = _scan_positions(None if exclude is None else exclude[s : s + rows], scan.rank)
+        parts.append(_pruned_chunk(queries[s : s + rows], norms[s : s + rows], scan, k, excluded))
+    if not parts:
+        return Recs(np.full((0, k), -1, np.int32), np.full((0, k), -np.inf, np.float32))
+    return Recs.concat(parts)
+
+
+def _pruned_chunk(
+    queries: np.ndarray,
+    norms: np.ndarray,
+    scan: NormScan,
+    k: int,
+    excluded: tuple[np.ndarray, np.ndarray],
+) -> Recs:
+    """pruned_top_k for one chunk of queries. The lower bound of a query's k-th best score is
+    the k-th largest of the group maxima of the blocks scanned so far (groups of BLOCK strided
+    columns, as in _block_top_k: each maximum is the score of a distinct item). The items of
+    the groups whose maximum reaches the bound are the candidates."""
+    m, n = len(queries), len(scan.items)
+    ex_rows, ex_cols = excluded
+    known = np.full((m, k), -np.inf, np.float32)  # the k best group maxima so far
+    theta = np.full(m, -np.inf, np.float32)  # their minimum: <= the k-th best score
+    found = []
+    ends = np.r_[scan.starts[1:], scan.padded.shape[1]]
+    for start, end, bound in zip(scan.starts, ends, scan.bounds, strict=True):
+        active = np.flatnonzero(norms * bound > theta)
+        if not len(active):
+            break
+        scores = queries[active] @ scan.padded[:, start:end]
+        scores[:, n - start :] = -np.inf  # padding (no-op before the last block)
+        lo, hi = np.searchsorted(ex_cols, [start, end])
+        if hi > lo:
+            pos = np.full(m, -1)
+            pos[active] = np.arange(len(active))
+            r, c = pos[ex_rows[lo:hi]], ex_cols[lo:hi] - start
+            scores[r[r >= 0], c[r >= 0]] = -np.inf
+        hit = scores.max(axis=1) >= theta[active]  # in the others no group maximum reaches it
+        if not hit.any():
+            continue
+        if not hit.all():
+            active, scores = active[hit], scores[hit]
+        width, groups = end - start, (end - start) // BLOCK
+        maxima = scores.reshape(len(active), BLOCK, groups).max(axis=1)
+        best = np.partition(np.hstack([known[active], maxima]), groups, axis=1)[:, groups:]
+        known[active] = best
+        theta[active] = low = best.min(axis=1)
+        r, group = np.nonzero(maxima >= low[:, None])
+        flat = (r * width + group)[:, None] + groups * np.arange(BLOCK)  # the groups' members
+        vals = scores.ravel()[flat]
+        keep = np.flatnonzero(vals >= low[r, None])
+        flat, vals = flat.ravel()[keep], vals.ravel()[keep]
+        found.append((active[flat // width], start + flat % width, vals))
+    r, c, v = (np.concatenate(x) for x in zip(*found, strict=True))
+    keep = (v >= theta[r]) & (v > -np.inf)
+    return _best_k(r[keep], scan.order[c[keep]], v[keep], m, k)
+
+
+def _scan_positions(exclude: sp.csr_matrix | None, rank: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(row, position in the scan order) of the entries of `exclude`, by position."""
+    if exclude is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+    cols = rank[exclude.indices]
+    order = np.argsort(cols, kind="stable")
+    return rows[order], cols[order]
+
+
+def _best_k(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n: int, k: int) -> Recs:
+    """The k best candidates (rows[i], items[i], scores[i]) of each of n rows, best first, ties
+    by item index (as top_k_dense); -1 / -inf padding."""
+    # the float32 bits as an integer that sorts like the score (-0.0 + 0 is 0.0)
+    bits = (scores.astype(np.float32) + np.float32(0)).view(np.uint32).astype(np.int64)
+    ascending = np.where(bits >> 31, 0xFFFFFFFF - bits, bits | 1 << 31)
+    key = rows.astype(np.int64) << 32 | (0xFFFFFFFF - ascending)
+    order = np.lexsort((items, key))  # two keys: twice as fast as (items, -scores, rows)
+    rows, items, scores = rows[order], items[order], scores[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    keep = rank < k
+    out = Recs(np.full((n, k), -1, np.int32), np.full((n, k), -np.inf, np.float32))
+    out.items[rows[keep], rank[keep]] = items[keep]
+    out.scores[rows[keep], rank[keep]] = scores[keep]
+    return out
+
+
 def hnsw_index(items: np.ndarray) -> faiss.Index:
     """An HNSW graph over `items` searched by inner product.
 
@@ -176,7 +311,8 @@ def ann_top_k(
 
 @dataclass
 class _Factors:
-    """Serving shared by the factor models: state, cold start, exact and ANN search, similar."""
+    """Serving shared by the factor models: state, cold start, exact, pruned and ANN search,
+    similar."""
 
     fallback: ClassVar[str] = "decay (time-decayed popularity) for cold or unknown customers"
 
@@ -198,8 +334,8 @@ class _Factors:
         raise NotImplementedError
 
     def fit(self, data: Dataset) -> Self:
-        if self.search not in ("exact", "ann"):
-            raise ConfigError(f"{self.name}: search must be 'exact' or 'ann', not {self.search!r}")
+        if self.search not in SEARCHES:
+            raise ConfigError(f"{self.name}: search must be one of {SEARCHES}, not {self.search!r}")
         self.seen_ = data.user_items(binary=True)
         self.trained_ = np.flatnonzero(data.item_popularity() > 0).astype(np.int32)
         self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
@@ -217,7 +353,7 @@ class _Factors:
                 items = np.zeros((data.n_items, 1), np.float32)
         self.user_factors_ = np.ascontiguousarray(users, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(items, dtype=np.float32)
-        self._index = None
+        self._index = self._scan = None
         return self
 
     # ---- recommend ---------------------------------------------------------------------------
@@ -240,12 +376,14 @@ class _Factors:
         return Recs(items, scores)
 
     def _top(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> Recs:
-        """Top k trained articles for warm `users` by factor score (exact or ANN)."""
+        """Top k trained articles for warm `users` by factor score (exact, pruned or ANN)."""
         queries = self.user_factors_[users]
         exclude = None if exclude is None else subset_columns(exclude, self.trained_)
         with threadpool_limits(self.threads, "blas"):
             if self.search == "exact":
                 recs = exact_top_k(queries, self._trained_factors(), k, exclude)
+            elif self.search == "pruned":
+                recs = pruned_top_k(queries, self._norm_scan(), k, exclude)
             else:
                 recs, short = ann_top_k(
                     self._ann_index(), queries, k, exclude, self.ef_search, self.threads
@@ -265,6 +403,13 @@ class _Factors:
     def _trained_factors(self) -> np.ndarray:
         """Factors of the articles sold in training: the others' factors mean nothing."""
         return self.item_factors_[self.trained_]
+
+    def _norm_scan(self) -> NormScan:
+        """The trained articles in norm order for the pruned search, built on first use (not
+        saved)."""
+        if getattr(self, "_scan", None) is None:
+            self._scan = norm_scan(self._trained_factors())
+        return self._scan
 
     def _ann_index(self) -> faiss.Index:
         """The HNSW index over the trained articles, built on first use (not saved)."""

@@ -32,7 +32,7 @@ from fashionrec import spark as sk
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
-from fashionrec.models.als import MIN_REBUY_SHARE
+from fashionrec.models.als import MIN_REBUY_SHARE, SEARCHES
 from fashionrec.models.base import popularity_fallback, squash, top_items
 
 if TYPE_CHECKING:
@@ -396,8 +396,8 @@ def _als(model: Any, data: SparkData, reg_param: float | None) -> Any:
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
 
-    if model.search not in ("exact", "ann"):
-        raise ConfigError(f"als: search must be 'exact' or 'ann', not {model.search!r}")
+    if model.search not in SEARCHES:
+        raise ConfigError(f"als: search must be one of {', '.join(SEARCHES)}, not {model.search!r}")
     if model.half_life is None:
         ratings = data.tx.groupBy("user", "item").agg(F.count("*").cast("float").alias("r"))
     else:
