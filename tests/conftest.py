@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from fashionrec.data.dataset import Dataset
@@ -23,6 +24,48 @@ def shared(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data {path} is not here (only in the project workspace)")
     return path
+
+
+MADE_END = date(2024, 3, 31)  # the last day of the datasets made by make_dataset
+
+
+def make_dataset(
+    rows: list[tuple[int, int, int]],
+    n_items: int,
+    customers: dict[str, list] | None = None,
+    n_users: int | None = None,
+    articles: dict[str, list] | None = None,
+    prices: list[float] | None = None,
+) -> Dataset:
+    """A Dataset built directly (no ingest) from (days before MADE_END, user, item) rows in any
+    order (sorted oldest first; `prices` follow their rows), articles A0.. and customers c0.."""
+    n_users = n_users or len(next(iter(customers.values())))
+    order = sorted(range(len(rows)), key=lambda j: -rows[j][0])
+    rows = [rows[j] for j in order]
+    tx = pl.DataFrame(
+        {
+            "t_dat": [MADE_END - timedelta(days=d) for d, _, _ in rows],
+            "user": pl.Series([u for _, u, _ in rows], dtype=pl.Int32),
+            "item": pl.Series([i for _, _, i in rows], dtype=pl.Int32),
+        }
+    )
+    if prices is not None:
+        tx = tx.with_columns(price=pl.Series([prices[j] for j in order], dtype=pl.Float32))
+    arts = pl.DataFrame(
+        {
+            "item": pl.Series(range(n_items), dtype=pl.Int32),
+            "article_id": [f"A{i}" for i in range(n_items)],
+            **(articles or {}),
+        }
+    )
+    custs = pl.DataFrame(
+        {
+            "user": pl.Series(range(n_users), dtype=pl.Int32),
+            "customer_id": [f"c{u}" for u in range(n_users)],
+            **(customers or {}),
+        }
+    )
+    return Dataset(tx, arts, custs, {"dataset_hash": "test"})
 
 
 def write_csv(path: Path, header: str, rows: list[str], *, newline: str = "\n") -> Path:

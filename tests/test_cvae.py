@@ -11,7 +11,7 @@ from fashionrec import artifacts
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models.cvae import CVAE
-from tests.test_segments import make_dataset
+from tests.conftest import make_dataset
 
 QUICK = {"hidden": 16, "latent": 4, "epochs": 30, "lr": 0.01, "validate": False}
 

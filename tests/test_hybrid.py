@@ -2,53 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
 from fashionrec import artifacts
-from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
 from fashionrec.models.base import Recs
 from fashionrec.models.hybrid import normalised
-
-END = date(2024, 3, 31)
-
-
-def store(rows: list[tuple[int, int, int]], n_users: int, n_items: int) -> Dataset:
-    """A Dataset from (days before END, user, item) rows, oldest first."""
-    rows = sorted(rows, key=lambda r: -r[0])
-    tx = pl.DataFrame(
-        {
-            "t_dat": [END - timedelta(days=d) for d, _, _ in rows],
-            "user": pl.Series([u for _, u, _ in rows], dtype=pl.Int32),
-            "item": pl.Series([i for _, _, i in rows], dtype=pl.Int32),
-        }
-    )
-    arts = pl.DataFrame(
-        {
-            "item": pl.Series(range(n_items), dtype=pl.Int32),
-            "article_id": [f"A{i}" for i in range(n_items)],
-        }
-    )
-    custs = pl.DataFrame(
-        {
-            "user": pl.Series(range(n_users), dtype=pl.Int32),
-            "customer_id": [f"c{u}" for u in range(n_users)],
-        }
-    )
-    return Dataset(tx, arts, custs, {})
-
+from tests.conftest import make_dataset
 
 # Items 0-1 are everybody's recent best sellers; user 0 bought item 5 yesterday and item 6 long
 # ago; user 1 last bought (item 7) 200 days ago; user 2 bought nothing.
 ROWS = [(d, u, i) for u in range(3, 13) for d, i in ((1, 0), (2, 0), (3, 1))]
 ROWS += [(1, 0, 5), (120, 0, 6), (200, 1, 7)]
-DATA = store(ROWS, 14, 10)
+DATA = make_dataset(ROWS, 10, n_users=14)
 
 
 def top(name: str, user: int, k: int = 4, **params) -> list[int]:

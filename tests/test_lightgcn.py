@@ -11,7 +11,7 @@ from torch import nn
 from fashionrec.data.dataset import Dataset
 from fashionrec.models.lightgcn import LightGCN, LightGCNNet, negatives, normalised
 from fashionrec.models.torchutil import spmm, train_epochs
-from tests.test_segments import make_dataset
+from tests.conftest import make_dataset
 
 QUICK = {"factors": 8, "epochs": 30, "batch_size": 16, "validate": False}
 

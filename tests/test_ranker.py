@@ -3,7 +3,7 @@ that learns the rule of a store where customers buy their own articles again."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,53 +23,16 @@ from fashionrec.models.ranker import (
     fit_stage,
     parse_sources,
 )
-
-END = date(2024, 3, 31)
-
-
-def store(
-    rows: list[tuple[int, int, int]],
-    n_users: int,
-    n_items: int,
-    prices: list[float] | None = None,
-    articles: dict[str, list] | None = None,
-) -> Dataset:
-    """A Dataset from (days before END, user, item) rows (any order; sorted oldest first)."""
-    order = sorted(range(len(rows)), key=lambda j: -rows[j][0])
-    rows = [rows[j] for j in order]
-    tx = pl.DataFrame(
-        {
-            "t_dat": [END - timedelta(days=d) for d, _, _ in rows],
-            "user": pl.Series([u for _, u, _ in rows], dtype=pl.Int32),
-            "item": pl.Series([i for _, _, i in rows], dtype=pl.Int32),
-        }
-    )
-    if prices is not None:
-        tx = tx.with_columns(price=pl.Series([prices[j] for j in order], dtype=pl.Float32))
-    arts = pl.DataFrame(
-        {
-            "item": pl.Series(range(n_items), dtype=pl.Int32),
-            "article_id": [f"A{i}" for i in range(n_items)],
-            **(articles or {}),
-        }
-    )
-    custs = pl.DataFrame(
-        {
-            "user": pl.Series(range(n_users), dtype=pl.Int32),
-            "customer_id": [f"c{u}" for u in range(n_users)],
-        }
-    )
-    return Dataset(tx, arts, custs, {})
-
+from tests.conftest import MADE_END, make_dataset
 
 # Products: items 0-2 are colours of product "P0", 3-4 of "P1", 5 is "P2"; departments 1 (items
-# 0-2) and 2 (3-5). User 0 bought item 0 on days 10 and 2 (before END) and item 3 on day 2; user 1
-# item 5 on day 30; user 2 item 0 on day 1, the last day (so day d has age d: the day after the
-# last one is the cutoff). Item 0 sold for 10, then 8 and 8.
+# 0-2) and 2 (3-5). User 0 bought item 0 on days 10 and 2 (days before MADE_END) and item 3 on
+# day 2; user 1 item 5 on day 30; user 2 item 0 on day 1, the last day (so day d has age d: the
+# day after the last one is the cutoff). Item 0 sold for 10, then 8 and 8.
 PRODUCTS = {"product_code": ["P0", "P0", "P0", "P1", "P1", "P2"]}
 PRODUCTS["department_no"] = [1, 1, 1, 2, 2, 2]
 SMALL_ROWS = [(10, 0, 0), (2, 0, 0), (2, 0, 3), (30, 1, 5), (1, 2, 0)]
-SMALL = store(SMALL_ROWS, 4, 6, prices=[10.0, 8.0, 4.0, 6.0, 8.0], articles=PRODUCTS)
+SMALL = make_dataset(SMALL_ROWS, 6, n_users=4, prices=[10.0, 8.0, 4.0, 6.0, 8.0], articles=PRODUCTS)
 
 
 def test_csr_values() -> None:
@@ -124,7 +87,9 @@ def test_candidate_recall_exact() -> None:
     model = registry.create(
         "ranker", sources="repurchase:5,variants:1", content=False, train_weeks=0
     ).fit(SMALL)
-    test = store([(0, 0, 0), (0, 0, 1), (0, 0, 1), (0, 1, 2)], 4, 6, articles=PRODUCTS)
+    test = make_dataset(
+        [(0, 0, 0), (0, 0, 1), (0, 0, 1), (0, 1, 2)], 6, n_users=4, articles=PRODUCTS
+    )
     table = {r["source"]: r for r in candidate_recall(model, test).to_dicts()}
     assert table["repurchase"]["found"] == 1 and table["variants"]["found"] == 1
     assert table["union"]["recall"] == pytest.approx(2 / 3)
@@ -143,7 +108,7 @@ def repeat_store(weeks: int = 6, n_users: int = 40, seed: int = 0) -> Dataset:
         for w in range(weeks):
             rows.append((7 * w + int(rng.integers(0, 7)), u, 10 + u % 20))
             rows.append((7 * w + int(rng.integers(0, 7)), u, int(popular[w % 6])))
-    return store(rows, n_users + 2, 30)
+    return make_dataset(rows, 30, n_users=n_users + 2)
 
 
 RANKER_FAST = {
@@ -156,7 +121,7 @@ RANKER_FAST = {
 
 def test_ranker_learns_repurchase_rule() -> None:
     data = repeat_store()
-    train = data.window(end=END - timedelta(days=6))  # the last week is the test
+    train = data.window(end=MADE_END - timedelta(days=6))  # the last week is the test
     model = registry.create("ranker", **RANKER_FAST).fit(train)
     assert model.booster_ and model.info_["weeks"][0]["positives"] > 0
     users = np.arange(40)
@@ -192,7 +157,7 @@ def test_binary_objective_and_importance(tmp_path: Path) -> None:
 def test_untrained_ranker_serves_own_items_then_popularity() -> None:
     # all purchases in the last week: no history to learn from, so no booster; the fallback
     # order puts the customer's own articles first (item 0, bought twice, before item 3)
-    data = store([(3, 0, 0), (2, 0, 0), (1, 0, 3), (1, 1, 5), (2, 2, 5)], 3, 6)
+    data = make_dataset([(3, 0, 0), (2, 0, 0), (1, 0, 3), (1, 1, 5), (2, 2, 5)], 6, n_users=3)
     model = registry.create("ranker", sources="repurchase:5,decay:5", content=False).fit(data)
     assert not model.booster_
     assert model.recommend(np.array([0]), 3).items[0].tolist() == [0, 3, 5]

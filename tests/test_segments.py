@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
 from fashionrec import artifacts
@@ -23,45 +21,7 @@ from fashionrec.models.segments import (
     kprototypes,
     purchase_profile,
 )
-
-END = date(2024, 3, 31)
-
-
-def make_dataset(
-    rows: list[tuple[int, int, int]],
-    n_items: int,
-    customers: dict[str, list] | None = None,
-    n_users: int | None = None,
-    articles: dict[str, list] | None = None,
-    prices: list[float] | None = None,
-) -> Dataset:
-    """A Dataset from (days before END, user, item) rows, built directly (no ingest)."""
-    n_users = n_users or len(next(iter(customers.values())))
-    rows = sorted(rows, key=lambda r: -r[0])
-    tx = pl.DataFrame(
-        {
-            "t_dat": [END - timedelta(days=d) for d, _, _ in rows],
-            "user": pl.Series([u for _, u, _ in rows], dtype=pl.Int32),
-            "item": pl.Series([i for _, _, i in rows], dtype=pl.Int32),
-        }
-    )
-    if prices is not None:
-        tx = tx.with_columns(price=pl.Series(prices, dtype=pl.Float32))
-    arts = pl.DataFrame(
-        {
-            "item": pl.Series(range(n_items), dtype=pl.Int32),
-            "article_id": [f"A{i}" for i in range(n_items)],
-            **(articles or {}),
-        }
-    )
-    custs = pl.DataFrame(
-        {
-            "user": pl.Series(range(n_users), dtype=pl.Int32),
-            "customer_id": [f"c{u}" for u in range(n_users)],
-            **(customers or {}),
-        }
-    )
-    return Dataset(tx, arts, custs, {"dataset_hash": "test"})
+from tests.conftest import make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +156,7 @@ def test_purchase_profile_dominant_group_and_bands() -> None:
         4,
         n_users=4,
         articles={"index_group_name": ["Ladieswear", "Ladieswear", "Menswear", "Baby"]},
-        prices=[0.01, 0.01, 0.03, 0.05, 0.05, 0.09],
+        prices=[0.05, 0.09, 0.01, 0.03, 0.05, 0.01],  # per row
     )
     attrs, edges = purchase_profile(data, n_bands=2)
     assert attrs.cat_names == ["index_group_name", "price_band", "basket_band", "visit_band"]

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from fashionrec.errors import ConfigError
 from fashionrec.models import usercf
 from fashionrec.models.usercf import RatingUserCF, UserCF, user_neighbours
-from tests.test_segments import make_dataset
+from tests.conftest import make_dataset
 
 
 def dense_top_n(x: np.ndarray, n: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionrec.evaluate import markdown_table, table_columns
+from fashionrec.experiments import THESIS_COLUMNS
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The published full-ranking results on the same Beauty file (S3-Rec / ICLRec repositories).
@@ -75,16 +76,7 @@ def beauty(path: Path, rows: list[dict]) -> str:
 
 
 def thesis(path: Path, rows: list[dict]) -> str:
-    columns = [
-        "hr@14",
-        "coverage@14",
-        "overlap@14",
-        "personalization@14",
-        "novelty@14",
-        "hr@10",
-        "ndcg@10",
-        "fit_s",
-    ]
+    columns = [*THESIS_COLUMNS, "fit_s"]
     named = [{**r, "data / model": f"{r['data']} / {r['model']}"} for r in rows]
     return (
         f"`{path}` (the H&M thesis table: leave-last-out after removing consecutive repeats, "
