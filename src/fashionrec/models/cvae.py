@@ -41,6 +41,7 @@ from fashionrec.models.base import (
 from fashionrec.models.segments import Segments
 from fashionrec.models.torchutil import (
     block_rows,
+    fingerprint_of,
     load_weights,
     recall_at,
     to_numpy,
@@ -153,6 +154,7 @@ class CVAE:
     fill_half_life: float = 7.0
     seed: int = 0
     threads: int = 1  # torch threads, at most torchutil.MAX_THREADS (2: shared machines)
+    checkpoint: str | None = None  # a directory: save every epoch, resume an interrupted fit
 
     weights_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
     columns_: np.ndarray = field(default=None, init=False, repr=False)
@@ -265,11 +267,9 @@ class CVAE:
         rng = np.random.default_rng(self.seed)
         n_batches = -(-len(users) // self.batch_size)
         anneal_steps = max(1, self.anneal_epochs * n_batches)
-        step = 0
 
-        def epoch(_: int) -> float:
-            nonlocal step
-            total = 0.0
+        def epoch(i: int) -> float:
+            step, total = i * n_batches, 0.0  # from the epoch: a resumed run anneals alike
             order = rng.permutation(users)
             for start in range(0, len(order), self.batch_size):
                 batch = np.sort(order[start : start + self.batch_size])
@@ -298,6 +298,12 @@ class CVAE:
             ]
             return recall_at(np.concatenate(tops), valid_out)
 
+        ident = ""  # the identity of the run, for its checkpoint
+        if self.checkpoint is not None:
+            arrays = [
+                a for m in (inputs, targets, valid_out) for a in (m.indptr, m.indices, m.data)
+            ]
+            ident = fingerprint_of(self, *arrays, valid, self.segments_, self.columns_)
         return train_epochs(
             net,
             epoch,
@@ -305,6 +311,9 @@ class CVAE:
             epochs=self.epochs,
             patience=self.patience,
             name=self.name,
+            checkpoint=self.checkpoint,
+            extra={"opt": opt, "rng": rng},
+            fingerprint=ident,
         )
 
     def _condition(self, users: np.ndarray) -> torch.Tensor:

@@ -39,6 +39,7 @@ from fashionrec.models.base import (
 )
 from fashionrec.models.torchutil import (
     block_rows,
+    fingerprint_of,
     recall_at,
     sparse_tensor,
     spmm,
@@ -110,6 +111,7 @@ class LightGCN:
     fill_half_life: float = 7.0
     seed: int = 0
     threads: int = 1  # torch threads, at most torchutil.MAX_THREADS (2: shared machines)
+    checkpoint: str | None = None  # a directory: save every epoch, resume an interrupted fit
 
     weights_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
     user_row_: np.ndarray = field(default=None, init=False, repr=False)
@@ -222,6 +224,10 @@ class LightGCN:
             top = np.concatenate(tops).astype(np.int64)
             return recall_at(np.where(top >= 0, top, n_items), truth)
 
+        ident = ""  # the identity of the run, for its checkpoint
+        if self.checkpoint is not None:
+            arrays = (train.indptr, train.indices, train.data, valid, targets)
+            ident = fingerprint_of(self, *arrays, shape=train.shape)
         return train_epochs(
             net,
             epoch,
@@ -229,6 +235,9 @@ class LightGCN:
             epochs=self.epochs,
             patience=self.patience,
             name=self.name,
+            checkpoint=self.checkpoint,
+            extra={"opt": opt, "rng": rng},
+            fingerprint=ident,
         )
 
     # ---- recommend -------------------------------------------------------------------------

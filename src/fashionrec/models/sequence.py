@@ -41,6 +41,7 @@ from fashionrec.models.base import (
 )
 from fashionrec.models.torchutil import (
     block_rows,
+    fingerprint_of,
     load_weights,
     to_numpy,
     torch_session,
@@ -395,8 +396,9 @@ def _batches(counts: np.ndarray, size: int, rng: np.random.Generator) -> list[np
 
 def train(net: SeqNet, data: TrainData, cfg: Any) -> list[dict[str, float]]:
     """Fit `net` in place; with validation data, keep the weights of the best epoch (HR@k) and
-    stop after `patience` epochs without improvement (torchutil.train_epochs). Returns one log
-    row per epoch."""
+    stop after `patience` epochs without improvement (torchutil.train_epochs). With
+    `cfg.checkpoint` (a directory), resume a run of the same parameters and data saved there.
+    Returns one log row per epoch."""
     counts = np.maximum((data.seqs > 0).sum(axis=1) - 1, 0)  # samples (targets) per sequence
     rng = np.random.default_rng(cfg.seed)
     steps = len(_batches(counts, cfg.batch_size, rng))  # the same every epoch
@@ -427,6 +429,24 @@ def train(net: SeqNet, data: TrainData, cfg: Any) -> list[dict[str, float]]:
         patience=cfg.patience,
         name=cfg.name,
         metric=f"valid_hr@{cfg.valid_k}",
+        checkpoint=cfg.checkpoint,
+        extra={"opt": opt, "sched": sched, "rng": rng},
+        fingerprint=run_fingerprint(net, data, cfg) if cfg.checkpoint is not None else "",
+    )
+
+
+def run_fingerprint(net: SeqNet, data: TrainData, cfg: Any) -> str:
+    """The identity of a training run (torchutil.fingerprint_of): the model and its parameters,
+    the network's shapes and feature codes, and the training and validation arrays."""
+    return fingerprint_of(
+        cfg,
+        net.codes.numpy(),
+        data.seqs,
+        data.users,
+        data.valid_seqs,
+        data.valid_users,
+        data.valid_targets,
+        shapes={k: list(v.shape) for k, v in net.state_dict().items()},
     )
 
 
@@ -467,6 +487,7 @@ class SequenceModel:
     valid_users: int = 10_000
     seed: int = 0
     threads: int = 1  # torch threads, at most torchutil.MAX_THREADS (2: shared machines)
+    checkpoint: str | None = None  # a directory: save every epoch, resume an interrupted fit
 
     weights_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
     n_users_: int = field(default=None, init=False, repr=False)
