@@ -81,6 +81,17 @@ def test_sources_by_hand() -> None:
     assert variants.items[1].tolist() == [-1] * 4  # P2 has one article only
 
 
+def test_departments_source_by_hand() -> None:
+    stage = fit_stage(SMALL, parse_sources("repurchase:5,departments:5"), {})
+    assert stage.ctx["i_dep_rank"].tolist()[:6] == [0, 1, 2, 0, 2, 1]  # by decayed sales
+    got = stage.source("departments", np.array([0, 1, 3]), 3, {})
+    # user 0: department 1 (item 0 twice) before 2; item 0 sold most, then 3 (day 2), 5 (day 30)
+    assert got.items[0].tolist() == [0, 3, 5]
+    assert got.items[1].tolist() == [3, 5, -1]  # user 1 bought in department 2 only
+    assert got.items[2].tolist() == [-1, -1, -1]  # no purchases, no favourite department
+    assert got.scores[0, 0] > got.scores[0, 1] > got.scores[0, 2] > 0
+
+
 def test_candidate_recall_exact() -> None:
     # train: user 0 bought items 0 and 3, user 1 item 5; test week: user 0 buys 0 (own) and
     # 1 (a colour of P0); user 1 buys 2 (nothing proposes it): 3 purchases

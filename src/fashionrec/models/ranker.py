@@ -5,9 +5,10 @@ The design of the H&M Kaggle winners (and of most production recommenders):
 1. Candidates. Each source is a function of fitted source models and users -> a ranked, scored
    list per user: the customer's own articles (`repurchase`), co-purchases of their recent
    articles (`itemcf`), other colours of the products they bought (`variants`, same
-   product_code), their segment's trending articles (`segments`), overall time-decayed
-   popularity (`decay`), ALS embeddings (`als`), customers like them (`usercf`) and, when
-   given, a sequence model (`sasrec`...).
+   product_code), their segment's trending articles (`segments`), the trending articles of their
+   favourite departments (`departments`), overall time-decayed popularity (`decay`), ALS
+   embeddings (`als`), customers like them (`usercf`) and, when given, a sequence model
+   (`sasrec`...).
    The union of the lists is the candidate set; `candidate_recall` measures how much of the next
    week's purchases it holds.
 2. Features (polars group-bys at the cutoff, numpy gathers per candidate): customer (recency,
@@ -51,7 +52,7 @@ from fashionrec.models.compose import pack, pack_values, parse_params, unpack, u
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("lambdarank", "binary")
-SOURCES = ("repurchase", "itemcf", "variants", "segments", "decay", "als", "usercf")
+SOURCES = ("repurchase", "itemcf", "variants", "departments", "segments", "decay", "als", "usercf")
 DEFAULT_SOURCES = "repurchase:150,itemcf:40,variants:20,segments:20,decay:30,als:30"
 SEQUENCE_SOURCES = tuple(  # the registered sequence models, found without importing torch
     name for name, path in registry.MODELS.items() if path.startswith("fashionrec.models.sequence:")
@@ -181,6 +182,21 @@ def _pair_table(
     return out
 
 
+def group_rank(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Each article's rank (0: best) by `score` within its group (ties by index), NaN where the
+    group is -1.
+
+    >>> group_rank(np.array([0, 1, 0, -1, 0]), np.array([1.0, 5.0, 3.0, 9.0, 3.0])).tolist()
+    [2.0, 0.0, 0.0, nan, 1.0]
+    """
+    valid = np.flatnonzero(group >= 0)
+    order = valid[np.lexsort((valid, -score[valid], group[valid]))]
+    start = np.searchsorted(group[order], group[order], side="left")
+    rank = np.full(len(group), np.nan, np.float32)
+    rank[order] = np.arange(len(order)) - start
+    return rank
+
+
 def context(data: Dataset) -> dict[str, Any]:
     """Feature arrays at the end of `data`: `u_*` per customer, `i_*` per article (float32,
     NaN where unknown), pair tables per customer x article / product / department, and the
@@ -265,6 +281,7 @@ def context(data: Dataset) -> dict[str, Any]:
         of = _codes(articles[col])
         ctx[f"{prefix}_of"] = of
         ctx[f"{prefix}_n"] = int(of.max(initial=-1)) + 1
+        ctx[f"i_{prefix}_rank"] = group_rank(of, ctx["i_decay"])
         mapped = tx.with_columns(_code=pl.Series(of[tx["item"].to_numpy()]))
         ctx |= _pair_table(mapped, ctx[f"{prefix}_n"], "_code", prefix)
     return ctx
@@ -299,6 +316,8 @@ class Stage:
             return row_top_k(sp.csr_matrix(cf - cf.multiply(seen)), n)
         if name == "variants":
             return self.variants(users, n)
+        if name == "departments":
+            return self.departments(users, n)
         return self.parts[name].recommend(users, n)  # segments, decay, als, usercf, sequences
 
     def variants(self, users: np.ndarray, n: int) -> Recs:
@@ -318,6 +337,34 @@ class Stage:
         scores.eliminate_zeros()
         tie = 1.0 + 1e-3 * np.log1p(self.ctx["i_decay"])  # below any purchase-weight gap
         return row_top_k(sp.csr_matrix(scores @ sp.diags(tie)), n)
+
+    def departments(self, users: np.ndarray, n: int, favourites: int = 3) -> Recs:
+        """Trending articles of each customer's `favourites` departments (most recency-weighted
+        purchases): up to `n` per department by time-decayed popularity, scored by the
+        department's share of the customer's purchases x the article's popularity; best `n`."""
+        if "dep_of" not in self.ctx:
+            return Recs(np.full((len(users), n), -1, np.int32), np.full((len(users), n), -np.inf))
+        of, n_dep, pop = self.ctx["dep_of"], self.ctx["dep_n"], self.ctx["i_decay"]
+        valid = of >= 0
+        dep = sp.csr_matrix(
+            (np.ones(valid.sum(), np.float32), (np.flatnonzero(valid), of[valid])),
+            shape=(len(of), n_dep),
+        )
+        share = sp.csr_matrix(rows_of(self.parts["repurchase"].own_, users) @ dep)
+        total = np.asarray(share.sum(axis=1)).ravel()
+        fav = row_top_k(sp.csr_matrix(sp.diags(1.0 / np.maximum(total, 1e-12)) @ share), favourites)
+        rank = self.ctx["i_dep_rank"]  # each department's top-n selling articles, -1 padded
+        keep = np.flatnonzero(valid & (pop > 0) & (rank < n))
+        top = np.full((n_dep, n), -1, np.int64)
+        top[of[keep], rank[keep].astype(np.int64)] = keep
+        items = np.where(fav.items[:, :, None] >= 0, top[np.maximum(fav.items, 0)], -1)
+        scores = np.where(items >= 0, fav.scores[:, :, None] * pop[np.maximum(items, 0)], -np.inf)
+        items, scores = items.reshape(len(users), -1), scores.reshape(len(users), -1)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        return Recs(
+            np.take_along_axis(items, best, 1).astype(np.int32),
+            np.take_along_axis(scores, best, 1).astype(np.float32),
+        )
 
     def cf(self, users: np.ndarray, cache: dict[str, Any]) -> sp.csr_matrix:
         """(n_users, n_items) co-purchase scores: recency-weighted history @ item neighbours."""
@@ -430,7 +477,7 @@ def fit_stage(
 ) -> Stage:
     """Fit the models the sources and features need on `data`, and the feature context."""
     names = ["repurchase", "decay"] + [
-        s for s in sources if s not in ("repurchase", "decay", "variants")
+        s for s in sources if s not in ("repurchase", "decay", "variants", "departments")
     ]
     if "itemcf" not in names:
         names.append("itemcf")  # the pair_cf feature
