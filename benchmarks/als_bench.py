@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -42,6 +41,7 @@ import polars as pl
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
+from fashionrec.atomic import write_text
 from fashionrec.data.dataset import Dataset
 from fashionrec.models.als import ALS
 from fashionrec.models.base import params_of
@@ -240,11 +240,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from fashionrec.atomic import write_text
 from fashionrec.data.synthetic import calibrate, calibration_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +40,7 @@ def main() -> None:
         "week": "the last 7 days of each transactions table",
         "rows": table.to_dicts(),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.json.parent, prefix=".generator_calibration.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.json)
+    write_text(args.json, json.dumps(result, indent=2) + "\n")
     scale = meta.get("scale", "?")
     print(f"generated (scale {scale}, seed {meta.get('seed', '?')}) vs real, final week\n")
     print(calibration_markdown(table))

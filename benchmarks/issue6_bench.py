@@ -26,7 +26,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -135,6 +134,8 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
 
+    from fashionrec.atomic import write_text
+
     result = json.loads(args.out.read_text()) if args.out.exists() else {"results": {}}
     for dataset in args.datasets:
         for split in args.splits:
@@ -162,11 +163,7 @@ def main() -> None:
                     "timing": "fit_s wall seconds, fit_cpu_s process CPU seconds (the machine "
                     "is shared: wall time depends on the load)",
                 }
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(json.dumps(result, indent=2) + "\n")
-                os.replace(tmp, args.out)
+                write_text(args.out, json.dumps(result, indent=2) + "\n")
     for key, rows in result["results"].items():
         dataset, split = key.split("/")
         if split == "week":

@@ -26,6 +26,7 @@ import scipy
 import scipy.sparse as sp
 
 from fashionrec import metrics
+from fashionrec.atomic import write_text
 
 log = logging.getLogger("metrics_bench")
 
@@ -236,10 +237,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
+    write_text(RESULTS, json.dumps(report, indent=2) + "\n")
     log.info("wrote %s", RESULTS)
 
 

@@ -23,13 +23,13 @@ import argparse
 import json
 import logging
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from fashionrec.atomic import write_text
 from fashionrec.cli import parse_params
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import rolling
@@ -190,11 +190,7 @@ def main() -> None:
     result = run(args)
     result["seconds"] = time.perf_counter() - t0
     print(report(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{args.out.name}.", dir=args.out.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2, default=float)
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(result, indent=2, default=float))
 
 
 if __name__ == "__main__":

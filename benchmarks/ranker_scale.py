@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fashionrec import artifacts
+from fashionrec.atomic import write_text
 from fashionrec.cli import parse_params
 from fashionrec.data.dataset import Dataset
 from fashionrec.models import registry
@@ -125,10 +126,7 @@ def main() -> None:
     result["artifact_gb"] = sum(f.stat().st_size for f in args.artifact.iterdir()) / 2**30
     print(json.dumps({k: v for k, v in result.items() if k != "info"}, indent=2))
     path = result_path(args, result["params"])
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{path.name}.", dir=RESULTS)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2, default=float)
-    os.replace(tmp_path, path)
+    write_text(path, json.dumps(result, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -236,6 +236,7 @@ def main() -> None:
         STEPS[args.step[0]](*args.step[1:])
         return
 
+    from fashionrec.atomic import write_text
     from fashionrec.models import registry
 
     models = (
@@ -387,11 +388,7 @@ def main() -> None:
         "steps": [{k: v for k, v in r.items() if k != "output"} for r in rows],
         "pipelines": pipelines,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.json.parent, prefix=".scale_bench.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.json)
+    write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(markdown(result))
 
 

@@ -14,7 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-from fashionrec.cli import _write_atomic, parse_params
+from fashionrec.atomic import write_text
+from fashionrec.cli import parse_params
 from fashionrec.data.dataset import Dataset
 from fashionrec.evaluate import markdown_table
 from fashionrec.experiments import ABLATIONS, K, ablation
@@ -44,7 +45,7 @@ def main() -> None:
         print(f"\n{name} ({args.model}, {args.data}, k={K})\n")
         print(markdown_table([{**r, key: str(r[key])} for r in rows], COLUMNS, key))
         payload = {"data": str(args.data), "model": args.model, "params": params, "k": K}
-        _write_atomic(
+        write_text(
             RESULTS / f"ablation_{name}_{dataset_name(args.data)}.json",
             json.dumps({**payload, "rows": rows}, indent=2) + "\n",
         )

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from fashionrec.cli import _write_atomic, parse_params
+from fashionrec.atomic import write_text
+from fashionrec.cli import parse_params
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.seqrec import read_seqrec
 from fashionrec.evaluate import markdown_table
@@ -91,7 +92,7 @@ def merge(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[
     old = json.loads(path.read_text()) if path.exists() else []
     new_keys = {tuple(r.get(c) for c in key) for r in rows}
     merged = [r for r in old if tuple(r.get(c) for c in key) not in new_keys] + rows
-    _write_atomic(path, json.dumps(merged, indent=2) + "\n")
+    write_text(path, json.dumps(merged, indent=2) + "\n")
     return merged
 
 

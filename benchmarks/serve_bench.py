@@ -26,6 +26,8 @@ import httpx
 import numpy as np
 import polars as pl
 
+from fashionrec.atomic import write_text
+
 log = logging.getLogger("serve_bench")
 RESULTS = Path(__file__).parent / "results"
 
@@ -228,9 +230,7 @@ def main() -> None:
         "rows": rows,
         "target_met": ok,
     }
-    tmp = RESULTS / ".serve_bench.json.tmp"
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, RESULTS / "serve_bench.json")
+    write_text(RESULTS / "serve_bench.json", json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

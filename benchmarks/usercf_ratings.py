@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from fashionrec.atomic import write_text
 from fashionrec.models.usercf import RatingUserCF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,11 +175,7 @@ def main() -> None:
         "speedup_vs_reference": speedup,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -187,7 +187,7 @@ def test_a_failed_write_keeps_the_last_checkpoint(
         rows, ran, weight = run(tmp_path, [0.3, 0.4, 0.5])
     assert "resuming t at epoch 3" in caplog.text and ran == [2, 3, 4]
     assert [r["valid"] for r in rows] == [0.1, 0.2, 0.3, 0.4, 0.5] and weight == 5.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == FILES  # the stale .tmp is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == FILES  # the half-written temp is removed
 
 
 def test_files_of_two_different_saves_are_not_resumed(

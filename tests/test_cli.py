@@ -62,6 +62,10 @@ def test_fit_recommend_score(dataset: Path, tmp_path: Path) -> None:
     assert sub.height == Dataset.load(dataset).n_users
     row = dict(sub.iter_rows())
     assert row["u0"].split(" ") == ["A4", "A0", "A1"]
+    gz = tmp_path / "sub.csv.gz"  # a .gz name gets a gzipped file
+    run("recommend", str(tmp_path / "m"), "--dataset", str(dataset), "--k", "3", "--out", str(gz))
+    assert gz.read_bytes()[:2] == b"\x1f\x8b"
+    assert pl.read_csv(gz, infer_schema=False).equals(sub)
     out = run(
         "score",
         str(tmp_path / "sub.csv"),

@@ -17,6 +17,7 @@ import polars as pl
 import typer
 
 from fashionrec import __version__, tracking
+from fashionrec.atomic import replace_with, write_text
 from fashionrec.errors import ConfigError, FashionrecError
 from fashionrec.params import parse_params
 
@@ -70,14 +71,6 @@ def _setup(
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 @app.command()
@@ -285,11 +278,10 @@ def recommend(
     words = np.where(recs.items >= 0, article[idx], "")
     prediction = [" ".join(w for w in row if w) for row in words.tolist()]
     frame = pl.DataFrame({"customer_id": data.customers["customer_id"], "prediction": prediction})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    frame.write_csv(tmp)
-    os.replace(tmp, out)
+    gzip = out.suffix == ".gz"  # Kaggle accepts a gzipped submission
+    replace_with(
+        out, lambda tmp: frame.write_csv(tmp, compression="gzip" if gzip else "uncompressed")
+    )
     typer.echo(f"{out}: {len(users):,} customers x {k} ({time.perf_counter() - t0:.1f}s)")
 
 
@@ -315,7 +307,7 @@ def score(
     for key, value in result.items():
         typer.echo(f"{key:>20}  {value:.6f}" if isinstance(value, float) else f"{key:>20}  {value}")
     if json_out is not None:
-        _write_atomic(json_out, json.dumps(result, indent=2) + "\n")
+        write_text(json_out, json.dumps(result, indent=2) + "\n")
 
 
 @app.command()
@@ -387,9 +379,9 @@ def evaluate(
         table += f"\n\n{row['model']} by {by}:\n\n{markdown_table(row['by'], columns, 'group')}"
     typer.echo(f"\n{header}\n\n{table}\n")
     if json_out is not None:
-        _write_atomic(json_out, json.dumps(rows, indent=2) + "\n")
+        write_text(json_out, json.dumps(rows, indent=2) + "\n")
     if markdown is not None:
-        _write_atomic(markdown, f"{header}\n\n{table}\n")
+        write_text(markdown, f"{header}\n\n{table}\n")
 
 
 @app.command()
@@ -532,7 +524,7 @@ def experiment_ablation(
         typer.echo(markdown_table([{**r, key: str(r[key])} for r in rows], columns, key))
     if json_out is not None:
         payload = {"data": str(data), "model": model, "params": params, "k": k, "tables": tables}
-        _write_atomic(json_out, json.dumps(payload, indent=2, default=str) + "\n")
+        write_text(json_out, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionrec import __version__
+from fashionrec.atomic import write_text
 from fashionrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,7 @@ def record(
         "fashionrec_version": __version__,
     }
     folder = runs_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{run_id}.json.tmp"
-    tmp.write_text(json.dumps(rec, indent=2, default=str) + "\n")
-    os.replace(tmp, folder / f"{run_id}.json")
+    write_text(folder / f"{run_id}.json", json.dumps(rec, indent=2, default=str) + "\n")
     if track == "mlflow":
         to_mlflow(rec)
     return folder / f"{run_id}.json"

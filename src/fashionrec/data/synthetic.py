@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from fashionrec.atomic import write_text
 from fashionrec.data import schema
 from fashionrec.data.ingest import find_table
 from fashionrec.errors import ConfigError, DataError
@@ -882,7 +883,7 @@ def generate(
         "rows": {"transactions": total, "customers": n_customers, "articles": art.height},
         "date_range": [str(START), str(END)],
     }
-    _write_text(out / "generator.json", json.dumps(info, indent=2) + "\n")
+    write_text(out / "generator.json", json.dumps(info, indent=2) + "\n")
     log.info("generate: %s transactions written to %s", f"{total:,}", out)
     return info
 
@@ -925,12 +926,6 @@ def _write(frame: pl.DataFrame, path: Path, fmt: str) -> None:
     sink = _Sink(path, fmt)
     sink.write(frame)
     sink.close()
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------

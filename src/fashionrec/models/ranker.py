@@ -32,8 +32,6 @@ without training purchases get the time-decayed popularity list (`decay`).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +41,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from fashionrec.atomic import replace_with
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
@@ -866,11 +865,6 @@ def feature_importance(model: Ranker, png: str | Path | None = None, top: int = 
         ax.barh(head["feature"].to_list(), head["gain_share"].to_list())
         ax.set(xlabel="share of total gain", title=f"ranker feature importance ({model.objective})")
         fig.tight_layout()
-        png = Path(png)
-        png.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{png.stem}.", suffix=".png", dir=png.parent)
-        os.close(fd)
-        fig.savefig(tmp, dpi=100)
+        replace_with(png, lambda tmp: fig.savefig(tmp, dpi=100))
         plt.close(fig)
-        os.replace(tmp, png)
     return table

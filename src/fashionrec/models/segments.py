@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -23,6 +21,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from fashionrec.atomic import replace_with, write_text
 from fashionrec.data.dataset import Dataset, _age_band
 from fashionrec.errors import ConfigError
 from fashionrec.metrics import hit_matrix
@@ -692,13 +691,7 @@ def elbow(
     ax.set(xlabel="k (segments)", ylabel="cost per customer", title="k-modes elbow")
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".elbow.", suffix=".png", dir=out_dir)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    replace_with(out_dir / "elbow.png", lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, out_dir / "elbow.png")
-    fd, tmp = tempfile.mkstemp(prefix=".elbow.", suffix=".json", dir=out_dir)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2)
-    os.replace(tmp, out_dir / "elbow.json")
+    write_text(out_dir / "elbow.json", json.dumps(result, indent=2))
     return result

@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from fashionrec.atomic import replace_with, write_text
 from fashionrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -245,9 +245,8 @@ def save_checkpoint(
     }
     stamp = {"fingerprint": fingerprint, "epoch": str(state["epoch"])}
     root.mkdir(parents=True, exist_ok=True)
-    _replace(root / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp, stamp))
-    text = json.dumps(meta, indent=1) + "\n"
-    _replace(root / "checkpoint.json", lambda tmp: tmp.write_text(text))
+    replace_with(root / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp, stamp))
+    write_text(root / "checkpoint.json", json.dumps(meta, indent=1) + "\n")
 
 
 def load_checkpoint(
@@ -268,13 +267,6 @@ def load_checkpoint(
         log.warning("%s: the checkpoint files in %s do not match: starting afresh", name, root)
         return None
     return load_file(tensor_path), meta
-
-
-def _replace(path: Path, write: Callable[[Path], Any]) -> None:
-    """`write(tmp)` to `path`.tmp, then rename it to `path` (atomic on one file system)."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -7,13 +7,12 @@ ROOT/registry.json        {"serving": "<model>/v<N>", "history": ["<model>/v<N>"
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from fashionrec import artifacts
+from fashionrec.atomic import write_text
 from fashionrec.errors import ConfigError
 
 _VERSION = re.compile(r"^v(\d+)$")
@@ -31,12 +30,7 @@ def read(root: Path) -> dict:
 
 
 def write(root: Path, state: dict) -> None:
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".registry.", dir=root)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh, indent=2)
-    os.replace(tmp, root / "registry.json")
+    write_text(Path(root) / "registry.json", json.dumps(state, indent=2))
 
 
 def versions(root: Path) -> dict[str, list[str]]:
