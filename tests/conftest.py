@@ -34,7 +34,7 @@ def make_dataset(
     n_items: int,
     customers: dict[str, list] | None = None,
     n_users: int | None = None,
-    articles: dict[str, list] | None = None,
+    articles: dict[str, list | pl.Series] | None = None,
     prices: list[float] | None = None,
 ) -> Dataset:
     """A Dataset built directly (no ingest) from (days before MADE_END, user, item) rows in any

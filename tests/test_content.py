@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -17,8 +16,8 @@ from fashionrec.evaluate import score_recs, truth_of
 from fashionrec.models import content
 from fashionrec.models.content import Content, article_text, tfidf_matrix
 from fashionrec.models.popular import Popular
+from tests.conftest import make_dataset
 
-END = date(2024, 3, 31)
 TEXTS = [
     ("Summer dress", "Dress", "striped cotton dress with short sleeves"),  # 0
     ("Summer dress", "Dress", "striped cotton dress with long sleeves"),  # 1: a variant of 0
@@ -29,38 +28,14 @@ TEXTS = [
 ]
 
 
-def store(
-    rows: list[tuple[int, int, int]], texts: list[tuple] = TEXTS, n_users: int = 6
-) -> Dataset:
-    """A Dataset from (days before END, customer, article) rows and (prod_name,
-    product_type_name, detail_desc) texts, built directly (no ingest)."""
-    rows = sorted(rows, key=lambda r: -r[0])
-    tx = pl.DataFrame(
-        {
-            "t_dat": [END - timedelta(days=d) for d, _, _ in rows],
-            "user": [u for _, u, _ in rows],
-            "item": [i for _, _, i in rows],
-        },
-        schema={"t_dat": pl.Date, "user": pl.Int32, "item": pl.Int32},
-    )
-    name, kind, desc = zip(*texts, strict=True)
-    articles = pl.DataFrame(
-        {
-            "item": np.arange(len(texts), dtype=np.int32),
-            "article_id": [f"a{i}" for i in range(len(texts))],
-            "prod_name": list(name),
-            "product_type_name": list(kind),
-            "detail_desc": list(desc),
-        },
-        schema_overrides={"prod_name": pl.String, "product_type_name": pl.String},
-    )
-    customers = pl.DataFrame(
-        {
-            "user": np.arange(n_users, dtype=np.int32),
-            "customer_id": [f"c{u}" for u in range(n_users)],
-        }
-    )
-    return Dataset(tx, articles, customers, {})
+def text_columns(texts: list[tuple]) -> dict[str, pl.Series]:
+    """The articles' (prod_name, product_type_name, detail_desc) columns, as strings even when
+    all null."""
+    names = ("prod_name", "product_type_name", "detail_desc")
+    return {
+        name: pl.Series(column, dtype=pl.String)
+        for name, column in zip(names, zip(*texts, strict=True), strict=True)
+    }
 
 
 SALES = [(3, 0, 0), (2, 1, 2), (2, 2, 3), (1, 3, 3), (1, 4, 0)]  # article 4 is never sold
@@ -84,7 +59,8 @@ def test_similar_articles_share_words(method: str, monkeypatch) -> None:
     if method == "ivf":  # the inverted-file index of large catalogues
         monkeypatch.setattr(content, "FLAT_MAX", 0)
         method = "ann"
-    model = Content(method=method, dim=4).fit(store(SALES))
+    data = make_dataset(SALES, 6, n_users=6, articles=text_columns(TEXTS))
+    model = Content(method=method, dim=4).fit(data)
     assert similar(model, 0)[0] == 1  # the other colourway of the same dress
     assert similar(model, 2)[0] == 4  # scarf -> the other scarf, which nobody bought yet
     assert similar(model, 4)[0] == 2  # and similar() works for the never-sold article
@@ -121,7 +97,8 @@ def test_rescore_is_the_exact_cosine_of_each_pair() -> None:
 
 
 def test_never_sold_article_reaches_customers() -> None:
-    model = Content(repeat=0.0).fit(store(SALES))
+    data = make_dataset(SALES, 6, n_users=6, articles=text_columns(TEXTS))
+    model = Content(repeat=0.0).fit(data)
     # c1 bought the wool scarf: the knitted scarf nobody bought yet comes first
     recs = model.recommend(np.array([1]), 3)
     assert recs.items[0, 0] == 4
@@ -138,7 +115,8 @@ def test_popularity_prior_prefers_what_sells() -> None:
         ("Chunky wool scarf", "Scarf", "chunky knitted wool scarf with long fringes"),
         ("Knitted scarf", "Scarf", "soft knitted scarf in a wool blend"),
     ]
-    data = store([(1, 0, 2), *[(1, u, 5) for u in range(1, 5)]], texts)
+    rows = [(1, 0, 2), *[(1, u, 5) for u in range(1, 5)]]
+    data = make_dataset(rows, 6, n_users=6, articles=text_columns(texts))
     neutral = Content(repeat=0.0, popularity=0.0).fit(data).recommend(np.array([0]), 2)
     assert neutral.items[0].tolist() == [4, 5]  # text similarity alone
     boosted = Content(repeat=0.0, popularity=2.0).fit(data).recommend(np.array([0]), 2)
@@ -147,7 +125,8 @@ def test_popularity_prior_prefers_what_sells() -> None:
 
 def test_no_text_at_all_still_recommends() -> None:
     empty = [(None, None, None)] * 6
-    model = Content().fit(store(SALES, empty))
+    data = make_dataset(SALES, 6, n_users=6, articles=text_columns(empty))
+    model = Content().fit(data)
     assert model.neighbours_.nnz == 0
     assert (model.recommend(np.arange(6), 3).items[:, 0] >= 0).all()
 

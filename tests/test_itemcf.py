@@ -4,7 +4,6 @@ stores where every number can be worked out by hand, and against brute-force ref
 from __future__ import annotations
 
 import itertools
-from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -17,35 +16,9 @@ from fashionrec.evaluate import score_recs, truth_of
 from fashionrec.models import neighbours as nb
 from fashionrec.models.itemcf import ItemCF
 from fashionrec.models.popular import Popular
+from tests.conftest import make_dataset
 
-END = date(2024, 3, 31)
 A, B, C, D, E, F = range(6)
-
-
-def store(rows: list[tuple[int, int, int]], n_items: int = 6, n_users: int = 8) -> Dataset:
-    """A Dataset from (days before END, customer, article) rows, built directly (no ingest)."""
-    rows = sorted(rows, key=lambda r: -r[0])
-    tx = pl.DataFrame(
-        {
-            "t_dat": [END - timedelta(days=d) for d, _, _ in rows],
-            "user": [u for _, u, _ in rows],
-            "item": [i for _, _, i in rows],
-        },
-        schema={"t_dat": pl.Date, "user": pl.Int32, "item": pl.Int32},
-    )
-    articles = pl.DataFrame(
-        {
-            "item": np.arange(n_items, dtype=np.int32),
-            "article_id": [f"a{i}" for i in range(n_items)],
-        }
-    )
-    customers = pl.DataFrame(
-        {
-            "user": np.arange(n_users, dtype=np.int32),
-            "customer_id": [f"c{u}" for u in range(n_users)],
-        }
-    )
-    return Dataset(tx, articles, customers, {})
 
 
 # baskets: c0 {A, B}, c1 {A, B}, c2 {A, C} (same day each); c3 E then F five days later
@@ -59,7 +32,7 @@ def similar(model: ItemCF, item: int, k: int = 5) -> tuple[list[int], list[float
 
 
 def test_cosine_of_basket_counts() -> None:
-    model = ItemCF(window_days=0).fit(store(BASKETS))
+    model = ItemCF(window_days=0).fit(make_dataset(BASKETS, 6, n_users=8))
     # n_A = 3, n_B = 2, n_C = 1; A and B share 2 baskets, A and C one
     items, scores = similar(model, A)
     assert items == [B, C]
@@ -70,10 +43,11 @@ def test_cosine_of_basket_counts() -> None:
 
 
 def test_conditional_probability_and_damping() -> None:
-    model = ItemCF(similarity="conditional", window_days=0, alpha=0.0).fit(store(BASKETS))
+    data = make_dataset(BASKETS, 6, n_users=8)
+    model = ItemCF(similarity="conditional", window_days=0, alpha=0.0).fit(data)
     np.testing.assert_allclose(similar(model, A)[1], [2 / 3, 1 / 3], rtol=1e-6)  # P(B|A), P(C|A)
     np.testing.assert_allclose(similar(model, C)[1], [1.0])  # P(A|C)
-    damped = ItemCF(similarity="conditional", window_days=0, alpha=1.0).fit(store(BASKETS))
+    damped = ItemCF(similarity="conditional", window_days=0, alpha=1.0).fit(data)
     # damping by n_j: P(B|A)/n_B = 1/3 equals P(C|A)/n_C = 1/3, tie broken by index
     items, scores = similar(damped, A)
     assert items == [B, C]
@@ -81,7 +55,7 @@ def test_conditional_probability_and_damping() -> None:
 
 
 def test_window_days_pairs_purchases_of_one_customer() -> None:
-    data = store(BASKETS)
+    data = make_dataset(BASKETS, 6, n_users=8)
     assert similar(ItemCF(window_days=4).fit(data), E)[0] == []  # 5 days apart
     assert similar(ItemCF(window_days=5).fit(data), E)[0] == [F]
     assert similar(ItemCF(window_days=None).fit(data), F)[0] == [E]  # whole history
@@ -90,8 +64,9 @@ def test_window_days_pairs_purchases_of_one_customer() -> None:
 def test_half_life_prefers_recent_co_purchases() -> None:
     # A+B bought together by two customers 60 days ago, A+C by one customer yesterday
     rows = [(60, 0, A), (60, 0, B), (60, 1, A), (60, 1, B), (1, 2, A), (1, 2, C)]
-    assert similar(ItemCF(window_days=0).fit(store(rows)), A)[0] == [B, C]
-    assert similar(ItemCF(window_days=0, half_life=7.0).fit(store(rows)), A)[0] == [C, B]
+    data = make_dataset(rows, 6, n_users=8)
+    assert similar(ItemCF(window_days=0).fit(data), A)[0] == [B, C]
+    assert similar(ItemCF(window_days=0, half_life=7.0).fit(data), A)[0] == [C, B]
 
 
 def brute_force_counts(data: Dataset, window_days: int) -> np.ndarray:
@@ -138,7 +113,7 @@ def test_pearson_matches_numpy_on_the_active_customers(random_dataset: Dataset) 
 
 
 def test_customer_scores_neighbours_and_own_articles() -> None:
-    data = store([*BASKETS, (1, 4, A)])  # c4 bought A only
+    data = make_dataset([*BASKETS, (1, 4, A)], 6, n_users=8)  # c4 bought A only
     c4 = np.array([4])
     explore = ItemCF(window_days=0, repeat=0.0).fit(data)
     assert explore.recommend(c4, 3).items[0].tolist()[:2] == [B, C]
@@ -155,13 +130,15 @@ def test_customer_scores_neighbours_and_own_articles() -> None:
 def test_repeat_share_is_measured_on_the_data() -> None:
     # after their first day, c0 buys A again (a repeat) and C (new): share 1/2
     rows = [(5, 0, A), (5, 0, B), (2, 0, A), (2, 0, C), (1, 1, D)]
-    assert nb.repeat_share(store(rows)) == pytest.approx(0.5)
-    assert ItemCF().fit(store(rows)).repeat_ == pytest.approx(0.5)
-    assert nb.repeat_share(store([(1, 0, A), (1, 0, A)])) == 0.0  # same day is one basket
+    data = make_dataset(rows, 6, n_users=8)
+    assert nb.repeat_share(data) == pytest.approx(0.5)
+    assert ItemCF().fit(data).repeat_ == pytest.approx(0.5)
+    same_day = make_dataset([(1, 0, A), (1, 0, A)], 6, n_users=8)
+    assert nb.repeat_share(same_day) == 0.0  # same day is one basket
 
 
 def test_unknown_and_cold_customers_get_popularity() -> None:
-    model = ItemCF().fit(store(BASKETS))
+    model = ItemCF().fit(make_dataset(BASKETS, 6, n_users=8))
     recs = model.recommend(np.array([-1, 7]), 3)  # c7 has no purchases
     assert recs.items[0].tolist() == recs.items[1].tolist()
     assert recs.items[0, 0] == A  # bought most, lately
