@@ -100,7 +100,7 @@ def exact_top_k(
             scores[coo.row, coo.col] = -np.inf
         parts.append(_block_top_k(scores, k, blocks) if blocks else top_k_dense(scores, k))
     if not parts:
-        return Recs(np.full((0, k), -1, np.int32), np.full((0, k), -np.inf, np.float32))
+        return Recs.empty(0, k)
     return Recs.concat(parts)
 
 
@@ -167,7 +167,7 @@ def pruned_top_k(
         excluded = _scan_positions(None if exclude is None else exclude[s : s + rows], scan.rank)
         parts.append(_pruned_chunk(queries[s : s + rows], norms[s : s + rows], scan, k, excluded))
     if not parts:
-        return Recs(np.full((0, k), -1, np.int32), np.full((0, k), -np.inf, np.float32))
+        return Recs.empty(0, k)
     return Recs.concat(parts)
 
 
@@ -242,7 +242,7 @@ def _best_k(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n: int, k: 
     rows, items, scores = rows[order], items[order], scores[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
     keep = rank < k
-    out = Recs(np.full((n, k), -1, np.int32), np.full((n, k), -np.inf, np.float32))
+    out = Recs.empty(n, k)
     out.items[rows[keep], rank[keep]] = items[keep]
     out.scores[rows[keep], rank[keep]] = scores[keep]
     return out

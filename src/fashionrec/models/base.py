@@ -28,6 +28,11 @@ class Recs:
             raise ValueError(f"items {self.items.shape} and scores {self.scores.shape} differ")
 
     @classmethod
+    def empty(cls, n: int, k: int) -> Recs:
+        """n rows of k padding entries (-1 / -inf)."""
+        return cls(np.full((n, k), -1, np.int32), np.full((n, k), -np.inf, np.float32))
+
+    @classmethod
     def concat(cls, parts: list[Recs]) -> Recs:
         return cls(
             np.concatenate([p.items for p in parts]), np.concatenate([p.scores for p in parts])

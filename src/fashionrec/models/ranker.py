@@ -45,7 +45,16 @@ from fashionrec.atomic import replace_with
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
-from fashionrec.models.base import Recs, batched, fill, first_k, lookup, row_top_k, rows_of
+from fashionrec.models.base import (
+    Recs,
+    as_csr,
+    batched,
+    fill,
+    first_k,
+    lookup,
+    row_top_k,
+    rows_of,
+)
 from fashionrec.models.compose import pack, pack_values, parse_params, unpack, unpack_values
 
 log = logging.getLogger(__name__)
@@ -323,13 +332,8 @@ class Stage:
         """Other articles of the products the customer bought, scored by the recency-weighted
         purchases of the product (ties: the more popular article first)."""
         if "pc_of" not in self.ctx:
-            return Recs(np.full((len(users), n), -1, np.int32), np.full((len(users), n), -np.inf))
-        of, n_codes = self.ctx["pc_of"], self.ctx["pc_n"]
-        valid = of >= 0
-        product = sp.csr_matrix(
-            (np.ones(valid.sum(), np.float32), (np.flatnonzero(valid), of[valid])),
-            shape=(len(of), n_codes),
-        )
+            return Recs.empty(len(users), n)
+        product = as_csr(self.ctx["pc_of"][:, None], self.ctx["pc_n"])  # article x product
         own = rows_of(self.parts["repurchase"].own_, users)
         scores = sp.csr_matrix((own @ product) @ product.T)
         scores = sp.csr_matrix(scores - scores.multiply(own > 0))
@@ -342,18 +346,14 @@ class Stage:
         purchases): up to `n` per department by time-decayed popularity, scored by the
         department's share of the customer's purchases x the article's popularity; best `n`."""
         if "dep_of" not in self.ctx:
-            return Recs(np.full((len(users), n), -1, np.int32), np.full((len(users), n), -np.inf))
+            return Recs.empty(len(users), n)
         of, n_dep, pop = self.ctx["dep_of"], self.ctx["dep_n"], self.ctx["i_decay"]
-        valid = of >= 0
-        dep = sp.csr_matrix(
-            (np.ones(valid.sum(), np.float32), (np.flatnonzero(valid), of[valid])),
-            shape=(len(of), n_dep),
-        )
+        dep = as_csr(of[:, None], n_dep)  # article x department
         share = sp.csr_matrix(rows_of(self.parts["repurchase"].own_, users) @ dep)
         total = np.asarray(share.sum(axis=1)).ravel()
         fav = row_top_k(sp.csr_matrix(sp.diags(1.0 / np.maximum(total, 1e-12)) @ share), favourites)
         rank = self.ctx["i_dep_rank"]  # each department's top-n selling articles, -1 padded
-        keep = np.flatnonzero(valid & (pop > 0) & (rank < n))
+        keep = np.flatnonzero((of >= 0) & (pop > 0) & (rank < n))
         top = np.full((n_dep, n), -1, np.int64)
         top[of[keep], rank[keep].astype(np.int64)] = keep
         items = np.where(fav.items[:, :, None] >= 0, top[np.maximum(fav.items, 0)], -1)

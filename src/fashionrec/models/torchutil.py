@@ -244,7 +244,6 @@ def save_checkpoint(
         for k, v in tensors.items()
     }
     stamp = {"fingerprint": fingerprint, "epoch": str(state["epoch"])}
-    root.mkdir(parents=True, exist_ok=True)
     replace_with(root / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp, stamp))
     write_text(root / "checkpoint.json", json.dumps(meta, indent=1) + "\n")
 
