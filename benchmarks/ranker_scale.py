@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ranker_bench.py
 import argparse
 import hashlib
 import json
+import logging
 import re
 import resource
 import subprocess
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, default=None)
     parser.add_argument("--step", choices=("all", "serve"), default="all")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.step == "serve":  # the child process: a clean peak RSS for serving alone
         print(json.dumps(serve(args)))
         return
@@ -121,7 +123,7 @@ def main() -> None:
     cmd += ["--artifact", str(args.artifact)]
     if args.users is not None:
         cmd += ["--users", str(args.users)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # logs pass
     result |= json.loads(out.strip().splitlines()[-1])
     result["artifact_gb"] = sum(f.stat().st_size for f in args.artifact.iterdir()) / 2**30
     print(json.dumps({k: v for k, v in result.items() if k != "info"}, indent=2))

@@ -148,6 +148,21 @@ def test_ranker_learns_repurchase_rule() -> None:
     assert not (model.recommend(users, 3, exclude_seen=True).items == favourite[:, None]).any()
 
 
+def test_train_rows_samples_negatives_only() -> None:
+    # 40 customers x about 17 candidates per period; a budget of 150 rows in 3 periods keeps
+    # every positive (80 per period) and about 50 rows besides, and the rule is still learnt
+    data = repeat_store(seed=2).window(end=MADE_END - timedelta(days=6))
+    full = registry.create("ranker", **RANKER_FAST).fit(data)
+    small = registry.create("ranker", train_rows=150, **RANKER_FAST).fit(data)
+    for every, few in zip(full.info_["weeks"], small.info_["weeks"], strict=True):
+        assert every["negatives_kept"] == 1.0 and few["negatives_kept"] < 0.1
+        assert few["positives"] == every["positives"] > 0
+        assert few["recall"] == every["recall"]
+        assert every["rows"] > 400 and few["rows"] < every["positives"] + 60
+    users = np.arange(40)
+    assert (small.recommend(users, 1).items[:, 0] == 10 + users % 20).all()
+
+
 def test_binary_objective_and_importance(tmp_path: Path) -> None:
     data = repeat_store(weeks=5, n_users=30, seed=1)
     model = registry.create("ranker", objective="binary", **RANKER_FAST).fit(data)
@@ -179,6 +194,8 @@ def test_bad_parameters() -> None:
         registry.create("ranker", sources="repurchase:5,nonsense:3")
     with pytest.raises(ConfigError, match="objective"):
         registry.create("ranker", objective="huber")
+    with pytest.raises(ConfigError, match="train_rows"):
+        registry.create("ranker", train_rows=0)
     with pytest.raises(ConfigError, match="at least 1"):
         registry.create("ranker", sources="repurchase:0")
 

@@ -32,7 +32,7 @@ without training purchases get the time-decayed popularity list (`decay`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from fashionrec.atomic import replace_with
 from fashionrec.data.dataset import Dataset
@@ -473,8 +474,10 @@ def fit_stage(
     sources: dict[str, int],
     params: dict[str, dict[str, Any]],
     content: Any | None = None,
+    threads: int = 1,
 ) -> Stage:
-    """Fit the models the sources and features need on `data`, and the feature context."""
+    """Fit the models the sources and features need on `data`, and the feature context; a model
+    with a `threads` setting gets `threads` unless `params` set it."""
     names = ["repurchase", "decay"] + [
         s for s in sources if s not in ("repurchase", "decay", "variants", "departments")
     ]
@@ -482,7 +485,10 @@ def fit_stage(
         names.append("itemcf")  # the pair_cf feature
     parts = {}
     for name in names:
-        parts[name] = registry.create(name, **{**PART_PARAMS.get(name, {}), **params.get(name, {})})
+        kw = {**PART_PARAMS.get(name, {}), **params.get(name, {})}
+        if "threads" in {f.name for f in fields(registry.get(name))}:
+            kw.setdefault("threads", threads)
+        parts[name] = registry.create(name, **kw)
         parts[name].fit(data)
     if content is not None:
         parts["content"] = content
@@ -506,8 +512,9 @@ class Ranker:
     customer, article and pair features. `objective` is one objective ("lambdarank" or "binary")
     or a comma list of them: an ensemble whose boosters (seeded seed, seed + 1, ...) add their
     standardised scores. Trained on `train_weeks` periods of `label_days` days (at most
-    `train_users` buyers each), early-stopped on the last period of the data, then refit on all
-    of them; the sources' models take their parameters from `params` ("als.factors=32;...")."""
+    `train_users` buyers each, negatives sampled down to `train_rows` candidate rows in all),
+    early-stopped on the last period of the data, then refit on all of them; the sources' models
+    take their parameters from `params` ("als.factors=32;...")."""
 
     name: ClassVar[str] = "ranker"
     fallback: ClassVar[str] = "decay (time-decayed popularity) for customers without purchases"
@@ -516,6 +523,7 @@ class Ranker:
     label_days: int = 7
     train_weeks: int = 3
     train_users: int = 50_000
+    train_rows: int = 4_000_000
     content: bool = True
     params: str = ""
     n_estimators: int = 500
@@ -536,8 +544,8 @@ class Ranker:
 
     def __post_init__(self) -> None:
         self.objectives()
-        if self.label_days < 1 or self.train_weeks < 0:
-            raise ConfigError("ranker: label_days must be >= 1 and train_weeks >= 0")
+        if self.label_days < 1 or self.train_weeks < 0 or self.train_rows < 1:
+            raise ConfigError("ranker: label_days and train_rows must be >= 1 and train_weeks >= 0")
         parse_sources(self.sources)
 
     def objectives(self) -> list[str]:
@@ -559,52 +567,49 @@ class Ranker:
         sources, params = parse_sources(self.sources), self._params()
         content = None
         if self.content and _has_text(data):
-            content = registry.create("content", **params.get("content", {})).fit(data)
+            kw = {"threads": self.threads, **params.get("content", {})}
+            content = registry.create("content", **kw).fit(data)
         # week 1 (the last days of `data`) validates, weeks 2.. train
         weeks, info = [], []
         for j in range(1, self.train_weeks + 2):
             frame, stats = self._labelled(data, j, sources, params, content)
             info.append(stats)
-            weeks.append(frame)
+            if frame is not None:
+                weeks.append(frame)
         names = self._feature_names(weeks)
         self.booster_, self.scales_, fits = [], [], []
-        everything = [w for w in weeks if w is not None]
-        if sum(w["label"].sum() for w in everything) > 0:
-            full = pl.concat(everything, how="diagonal_relaxed")
+        if sum(w["label"].sum() for w in weeks) > 0:
+            full = pl.concat(weeks, how="diagonal_relaxed")
+            del weeks  # one copy of the training rows from here on
             for i, objective in enumerate(self.objectives()):
-                booster, stats = self._train(weeks, full, names, objective, self.seed + i)
+                booster, stats = self._train(full, names, objective, self.seed + i)
                 raw = booster.predict(_matrix(full, names), raw_score=True)
                 self.booster_.append(booster.model_to_string())
                 self.scales_.append([float(raw.mean()), float(max(raw.std(), 1e-12))])
                 fits.append(stats)
         self.features_ = names
         self.info_ = {"weeks": info, "boosters": fits}
-        stage = fit_stage(data, sources, params, content)
+        stage = fit_stage(data, sources, params, content, self.threads)
         self.arrays_, self.parts_ = pack(stage.parts)
         self.ctx_ = pack_values(stage.ctx, "ctx", self.arrays_)
         self._stage, self._boosters = stage, None
         return self
 
     def _train(
-        self,
-        weeks: list[pl.DataFrame | None],
-        full: pl.DataFrame,
-        names: list[str],
-        objective: str,
-        seed: int,
+        self, full: pl.DataFrame, names: list[str], objective: str, seed: int
     ) -> tuple[Any, dict]:
         """One booster: early-stopped on week 1 when there are earlier weeks to train on, then
         refit with the best round count on every labelled week (week 1 too)."""
         import lightgbm as lgb
 
         params = self._lgb_params(objective, seed)
-        valid, train = weeks[0], [w for w in weeks[1:] if w is not None]
+        valid, train = full.filter(pl.col("week") == 1), full.filter(pl.col("week") > 1)
         rounds, stats = self.n_estimators, {"objective": objective, "seed": seed}
-        if train and valid is not None and valid["label"].sum() > 0:
+        if train.height and valid["label"].sum() > 0:
             eval_log: dict = {}
             booster = lgb.train(
                 params,
-                self._dataset(pl.concat(train, how="diagonal_relaxed"), names, objective),
+                self._dataset(train, names, objective),
                 num_boost_round=self.n_estimators,
                 valid_sets=[self._dataset(valid, names, objective, only_positive=True)],
                 valid_names=["valid"],
@@ -635,17 +640,22 @@ class Ranker:
         stats: dict[str, Any] = {"start": str(start)}
         if history.transactions.is_empty() or label.transactions.is_empty():
             return None, stats
-        stage = fit_stage(history, sources, params, content)
+        stage = fit_stage(history, sources, params, content, self.threads)
         users = label.buyers()
         users = users[stage.warm(users)]
+        rng = np.random.default_rng(self.seed + j)
         if len(users) > self.train_users:
-            rng = np.random.default_rng(self.seed + j)
             users = np.sort(rng.choice(users, self.train_users, replace=False))
         if not len(users):
             return None, stats
         truth = label.transactions.select("user", "item").unique().with_columns(label=pl.lit(1.0))
-        parts = []
-        for s in range(0, len(users), BATCH):
+        # Negative sampling: every positive stays, and negatives are kept at the rate that brings
+        # this period to its share of `train_rows` (the rows per customer are measured on the
+        # first batch: the batches are in random order). This bounds the memory of training.
+        users = rng.permutation(users)
+        cap, keep, parts = self.train_rows / (self.train_weeks + 1), 1.0, []
+        starts = range(0, len(users), BATCH)
+        for s in tqdm(starts, desc=f"ranker week {j}", unit="batch", disable=len(starts) < 5):
             batch = users[s : s + BATCH]
             frame = stage.frame(batch, sources)
             frame = frame.with_columns(
@@ -654,6 +664,11 @@ class Ranker:
             frame = frame.join(truth, on=["user", "item"], how="left").with_columns(
                 pl.col("label").fill_null(0.0), week=pl.lit(j, pl.Int32)
             )
+            if s == 0:
+                keep = min(1.0, cap * len(batch) / max(frame.height * len(users), 1))
+            if keep < 1.0:
+                sampled = pl.Series(rng.random(frame.height) < keep)
+                frame = frame.filter((pl.col("label") > 0) | sampled)
             parts.append(frame)
         frame = pl.concat(parts, how="diagonal_relaxed").sort("user", "item")
         n_pairs = truth.join(
@@ -662,18 +677,18 @@ class Ranker:
         stats |= {
             "users": len(users),
             "rows": frame.height,
+            "negatives_kept": keep,
             "positives": int(frame["label"].sum()),
             "recall": float(frame["label"].sum() / max(n_pairs, 1)),
         }
         log.info("ranker: week %d from %s: %s", j, start, stats)
         return frame, stats
 
-    def _feature_names(self, weeks: list[pl.DataFrame | None]) -> list[str]:
+    def _feature_names(self, weeks: list[pl.DataFrame]) -> list[str]:
         skip = {"row", "item", "user", "label", "week"}
         names: list[str] = []
         for w in weeks:
-            if w is not None:
-                names += [c for c in w.columns if c not in skip and c not in names]
+            names += [c for c in w.columns if c not in skip and c not in names]
         return names
 
     def _lgb_params(self, objective: str, seed: int) -> dict[str, Any]:
