@@ -122,6 +122,8 @@ def test_age_bands_are_left_closed(random_dataset: Dataset) -> None:
         "65+",
         None,
     ]
+    # unknown ages first (the full-scale customers table starts so; this once failed)
+    assert _age_band(pl.Series([None, float("nan"), 30.0])).to_list() == [None, None, "25-34"]
     labels = random_dataset.customer_groups("age_band")  # ages 20 + customer number
     assert labels[0] == "16-24" and labels[5] == "25-34" and labels[63] == "65+"
     with pytest.raises(ConfigError):

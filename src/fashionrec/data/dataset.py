@@ -232,11 +232,11 @@ def _age_band(age: pl.Series) -> pl.Series:
     """'16-24', '25-34', ..., '65+' ('<16' below, null where age is unknown)."""
     lows = list(AGE_BANDS)
     names = [f"<{lows[0]}"] + [f"{a}-{b - 1}" for a, b in itertools.pairwise(lows)]
-    names = np.array([*names, f"{lows[-1]}+"], dtype=object)
+    names = pl.Series([*names, f"{lows[-1]}+"], dtype=pl.String)
     values = age.cast(pl.Float64).to_numpy()
-    bands = names[np.searchsorted(lows, np.nan_to_num(values), side="right")]
-    bands[np.isnan(values)] = None
-    return pl.Series(bands, dtype=pl.String)
+    bands = names.gather(np.searchsorted(lows, np.nan_to_num(values), side="right"))
+    # gather + scatter: an object array with None first would not build a String Series
+    return bands.scatter(np.flatnonzero(np.isnan(values)), None)
 
 
 def _labels(series: pl.Series) -> np.ndarray:
