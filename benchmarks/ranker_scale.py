@@ -1,10 +1,14 @@
 """Time and memory of the two-stage ranker at scale: fit on a data set (optionally its last days),
 save the artifact, then in a fresh process load it and recommend 12 articles to every customer
 (candidate generation + features + LightGBM prediction), reporting wall time and peak RSS of
-each step. Writes benchmarks/results/ranker_scale_<name>[_<days>d][_<users>u][_<key>=<value>]...
-.json (named by every setting given, so that a reduced run and a default one both stay).
+each step. With --holdout DAYS the fit leaves out the last DAYS days, and the recommendations to
+everyone are also scored (MAP@12) on that period's buyers, next to the baselines popular, decay
+and repurchase fitted on the same data. Writes benchmarks/results/ranker_scale_<name>[_<days>d]
+[_<users>u][_holdout<days>d][_<key>=<value>]....json (named by every setting given, so that a
+reduced run and a default one both stay).
 
     .venv/bin/python benchmarks/ranker_scale.py build/scale-0.1/dataset --days 56
+    .venv/bin/python benchmarks/ranker_scale.py build/scale-1/dataset --holdout 7
 """
 
 from __future__ import annotations
@@ -31,9 +35,14 @@ from fashionrec import artifacts
 from fashionrec.atomic import write_text
 from fashionrec.cli import parse_params
 from fashionrec.data.dataset import Dataset
+from fashionrec.data.split import Split, week
+from fashionrec.evaluate import fit_recommend, score_recs, truth_of
 from fashionrec.models import registry
 
+BASELINES = ("popular", "decay", "repurchase")
+
 RESULTS = Path(__file__).parent / "results"
+log = logging.getLogger("ranker_scale")
 
 
 def peak_gb() -> float:
@@ -45,12 +54,18 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def fit(args: argparse.Namespace) -> dict:
-    t0 = time.perf_counter()
+def load(args: argparse.Namespace) -> tuple[Dataset, Split | None]:
+    """The data to fit on and, with --holdout, the split whose test period is scored."""
     data = Dataset.load(args.dataset)
     if args.days:
         data = data.last_days(args.days)
-    load_s = time.perf_counter() - t0
+    if not args.holdout:
+        return data, None
+    split = week(data, args.holdout)
+    return split.train, split
+
+
+def fit(args: argparse.Namespace, data: Dataset) -> dict:
     params = parse_params(args.param, ["ranker"])["ranker"]
     model = registry.create("ranker", **params)
     t1 = time.perf_counter()
@@ -63,7 +78,6 @@ def fit(args: argparse.Namespace) -> dict:
         "transactions": data.transactions.height,
         "buyers": len(data.buyers()),
         "params": params,
-        "load_s": load_s,
         "fit_s": fit_s,
         "fit_peak_gb": peak_gb(),
         "info": model.info_,
@@ -78,12 +92,37 @@ def serve(args: argparse.Namespace) -> dict:
     users = np.arange(n)
     t1 = time.perf_counter()
     recs = model.recommend(users, 12)
+    recommend_s = time.perf_counter() - t1
+    np.save(args.artifact.parent / "recs.npy", recs.items)  # benchmark scratch, not an artifact
     return {
         "users": int(n),
         "artifact_load_s": load_s,
-        "recommend_s": time.perf_counter() - t1,
+        "recommend_s": recommend_s,
         "serve_peak_gb": peak_gb(),
         "rows_full": int((recs.items >= 0).all(axis=1).sum()),
+    }
+
+
+def quality(split: Split, everyone: np.ndarray, k: int = 12) -> dict:
+    """MAP@12 / HR@12 of the ranker's lists for everyone, on the test buyers, and of the
+    baselines; ratio = ranker / the best baseline."""
+    users, _ = truth_of(split.test)
+    scores = score_recs(everyone[users], split, k)
+    rows = [{"model": "ranker", "map": scores[f"map@{k}"], "hr": scores[f"hr@{k}"]}]
+    for name in BASELINES:
+        run = fit_recommend(name, {}, split, k)
+        scores = score_recs(run.recs, split, k)
+        rows.append({"model": name, "map": scores[f"map@{k}"], "hr": scores[f"hr@{k}"]})
+        rows[-1] |= {"fit_s": run.fit_s, "recommend_s": run.recommend_s}
+    best = max(rows[1:], key=lambda r: r["map"])
+    for r in rows:
+        log.info("holdout %s: MAP@%d %.4f HR@%d %.4f", r["model"], k, r["map"], k, r["hr"])
+    return {
+        "test": split.label,
+        "buyers": len(users),
+        "rows": rows,
+        "ratio": rows[0]["map"] / max(best["map"], 1e-12),
+        "best_baseline": best["model"],
     }
 
 
@@ -94,6 +133,7 @@ def result_path(args: argparse.Namespace, params: dict) -> Path:
     tags = [f"ranker_scale_{name}"]
     tags += [f"{args.days}d"] if args.days else []
     tags += [f"{args.users}u"] if args.users is not None else []
+    tags += [f"holdout{args.holdout}d"] if args.holdout else []
     settings = [re.sub(r"[^\w.=@-]+", "-", f"{k}={v}") for k, v in sorted(params.items())]
     stem = "_".join(tags + settings)
     if len(stem) > 200:
@@ -107,6 +147,7 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--days", type=int, default=None, help="fit on the last DAYS days only")
     parser.add_argument("--users", type=int, default=None, help="recommend to the first N only")
+    parser.add_argument("--holdout", type=int, default=0, help="score MAP@12 on the last DAYS")
     parser.add_argument("-p", "--param", action="append", help="ranker parameter key=value")
     parser.add_argument("--artifact", type=Path, default=None)
     parser.add_argument("--step", choices=("all", "serve"), default="all")
@@ -118,7 +159,9 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="ranker-scale-")
     args.artifact = args.artifact or Path(tmp.name) / "ranker"
     result = {"dataset": str(args.dataset), "days": args.days, "cpus": os.cpu_count()}
-    result |= fit(args)
+    t0 = time.perf_counter()
+    data, split = load(args)
+    result |= {"load_s": time.perf_counter() - t0} | fit(args, data)
     cmd = [sys.executable, __file__, str(args.dataset), "--step", "serve"]
     cmd += ["--artifact", str(args.artifact)]
     if args.users is not None:
@@ -126,6 +169,8 @@ def main() -> None:
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # logs pass
     result |= json.loads(out.strip().splitlines()[-1])
     result["artifact_gb"] = sum(f.stat().st_size for f in args.artifact.iterdir()) / 2**30
+    if split is not None:
+        result["holdout"] = quality(split, np.load(args.artifact.parent / "recs.npy"))
     print(json.dumps({k: v for k, v in result.items() if k != "info"}, indent=2))
     path = result_path(args, result["params"])
     write_text(path, json.dumps(result, indent=2, default=float))
