@@ -163,6 +163,14 @@ def test_train_rows_samples_negatives_only() -> None:
     assert (small.recommend(users, 1).items[:, 0] == 10 + users % 20).all()
 
 
+def test_xendcg_objective_learns_the_rule() -> None:
+    data = repeat_store(seed=3).window(end=MADE_END - timedelta(days=6))
+    model = registry.create("ranker", objective="rank_xendcg", **RANKER_FAST).fit(data)
+    assert model.info_["boosters"][0]["objective"] == "rank_xendcg"
+    users = np.arange(40)
+    assert (model.recommend(users, 1).items[:, 0] == 10 + users % 20).all()
+
+
 def test_binary_objective_and_importance(tmp_path: Path) -> None:
     data = repeat_store(weeks=5, n_users=30, seed=1)
     model = registry.create("ranker", objective="binary", **RANKER_FAST).fit(data)

@@ -20,7 +20,8 @@ The design of the H&M Kaggle winners (and of most production recommenders):
    with it (`p_v5`, `p_v10`), its share of all visits and of the last 5 (`p_visit_share`,
    `p_recent_share`), and days since the last visit over the customer's mean gap between visits
    (`u_visit_due`: above 1, a visit is due).
-3. Ranking. LightGBM `lambdarank` and/or `binary` boosters (by default an ensemble of three)
+3. Ranking. LightGBM `lambdarank`, `rank_xendcg` and/or `binary` boosters (by default an
+   ensemble of three: lambdarank, binary, binary)
    trained on the candidates of earlier weeks labelled by the following week's purchases,
    early-stopped on the last training week, then refit with the best iteration count on all of
    them. The sources and features are then re-fitted on all the training data to serve.
@@ -60,7 +61,8 @@ from fashionrec.models.compose import pack, pack_values, parse_params, unpack, u
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("lambdarank", "binary")
+OBJECTIVES = ("lambdarank", "rank_xendcg", "binary")
+RANKING = ("lambdarank", "rank_xendcg")  # per-customer objectives: a customer is a query group
 SOURCES = ("repurchase", "itemcf", "variants", "departments", "segments", "decay", "als", "usercf")
 DEFAULT_SOURCES = "repurchase:150,itemcf:40,variants:20,segments:20,decay:30,als:30"
 SEQUENCE_SOURCES = tuple(  # the registered sequence models, found without importing torch
@@ -509,7 +511,8 @@ LGB_DEFAULTS = {
 @dataclass
 class Ranker:
     """Two-stage ranker: candidates from `sources` ("name:count,..."), ranked by LightGBM over
-    customer, article and pair features. `objective` is one objective ("lambdarank" or "binary")
+    customer, article and pair features. `objective` is one objective ("lambdarank",
+    "rank_xendcg" or "binary")
     or a comma list of them: an ensemble whose boosters (seeded seed, seed + 1, ...) add their
     standardised scores. Trained on `train_weeks` periods of `label_days` days (at most
     `train_users` buyers each, negatives sampled down to `train_rows` candidate rows in all),
@@ -710,11 +713,11 @@ class Ranker:
     def _dataset(
         self, frame: pl.DataFrame, names: list[str], objective: str, only_positive: bool = False
     ) -> Any:
-        """A LightGBM dataset grouped by user; lambdarank learns nothing from a user without a
-        positive, so those are dropped (always for validation: MAP ignores them anyway)."""
+        """A LightGBM dataset grouped by user; a ranking objective learns nothing from a user
+        without a positive, so those are dropped (always for validation: MAP ignores them)."""
         import lightgbm as lgb
 
-        if only_positive or objective == "lambdarank":
+        if only_positive or objective in RANKING:
             has = frame.group_by("week", "user").agg(pl.col("label").max().alias("_has"))
             frame = frame.join(has, on=["week", "user"]).filter(pl.col("_has") > 0)
         frame = frame.sort("week", "user", "item")
