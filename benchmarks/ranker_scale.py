@@ -1,14 +1,15 @@
 """Time and memory of the two-stage ranker at scale: fit on a data set (optionally its last days),
 save the artifact, then in a fresh process load it and recommend 12 articles to every customer
 (candidate generation + features + LightGBM prediction), reporting wall time and peak RSS of
-each step. With --holdout DAYS the fit leaves out the last DAYS days, and the recommendations to
-everyone are also scored (MAP@12) on that period's buyers, next to the baselines popular, decay
-and repurchase fitted on the same data. Writes benchmarks/results/ranker_scale_<name>[_<days>d]
-[_<users>u][_holdout<days>d][_<key>=<value>]....json (named by every setting given, so that a
-reduced run and a default one both stay).
+each step. --users N serves a random N customers and scales their time to everyone. With
+--holdout DAYS the fit leaves out the last DAYS days, the held-out buyers are served too, and
+their lists are scored (MAP@12) next to the baselines popular, decay and repurchase fitted on
+the same data. Writes benchmarks/results/ranker_scale_<name>[_<days>d][_<users>u]
+[_holdout<days>d][_<key>=<value>]....json (named by every setting given, so that a reduced run
+and a default one both stay).
 
     .venv/bin/python benchmarks/ranker_scale.py build/scale-0.1/dataset --days 56
-    .venv/bin/python benchmarks/ranker_scale.py build/scale-1/dataset --holdout 7
+    .venv/bin/python benchmarks/ranker_scale.py build/scale-1/dataset --holdout 7 --users 100000
 """
 
 from __future__ import annotations
@@ -85,22 +86,36 @@ def fit(args: argparse.Namespace, data: Dataset) -> dict:
 
 
 def serve(args: argparse.Namespace) -> dict:
+    """Recommend to every customer (or a random --users N of them: the time for everyone is then
+    scaled from theirs) and, when the parent left buyers.npy, to those held-out buyers as well;
+    recs.npy gets the lists of everyone served (-1 for the others)."""
+    scratch = args.artifact.parent
     t0 = time.perf_counter()
     model = artifacts.load(args.artifact)
     load_s = time.perf_counter() - t0
-    n = model.stage().ctx["u_n_tx"].shape[0] if args.users is None else args.users
+    n = model.stage().ctx["u_n_tx"].shape[0]
     users = np.arange(n)
+    if args.users is not None and args.users < n:
+        users = np.sort(np.random.default_rng(0).choice(n, args.users, replace=False))
     t1 = time.perf_counter()
     recs = model.recommend(users, 12)
     recommend_s = time.perf_counter() - t1
-    np.save(args.artifact.parent / "recs.npy", recs.items)  # benchmark scratch, not an artifact
-    return {
-        "users": int(n),
+    everyone = np.full((n, 12), -1, np.int32)
+    everyone[users] = recs.items
+    out = {
+        "users": len(users),
         "artifact_load_s": load_s,
         "recommend_s": recommend_s,
-        "serve_peak_gb": peak_gb(),
+        "recommend_all_s": recommend_s * n / len(users),
         "rows_full": int((recs.items >= 0).all(axis=1).sum()),
     }
+    if (scratch / "buyers.npy").exists():
+        buyers = np.load(scratch / "buyers.npy")
+        t2 = time.perf_counter()
+        everyone[buyers] = model.recommend(buyers, 12).items
+        out |= {"holdout_buyers": len(buyers), "holdout_recommend_s": time.perf_counter() - t2}
+    np.save(scratch / "recs.npy", everyone)  # benchmark scratch, not an artifact
+    return out | {"serve_peak_gb": peak_gb()}
 
 
 def quality(split: Split, everyone: np.ndarray, k: int = 12) -> dict:
@@ -146,7 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--days", type=int, default=None, help="fit on the last DAYS days only")
-    parser.add_argument("--users", type=int, default=None, help="recommend to the first N only")
+    parser.add_argument(
+        "--users", type=int, default=None, help="recommend to N random customers (time scaled)"
+    )
     parser.add_argument("--holdout", type=int, default=0, help="score MAP@12 on the last DAYS")
     parser.add_argument("-p", "--param", action="append", help="ranker parameter key=value")
     parser.add_argument("--artifact", type=Path, default=None)
@@ -162,6 +179,8 @@ def main() -> None:
     t0 = time.perf_counter()
     data, split = load(args)
     result |= {"load_s": time.perf_counter() - t0} | fit(args, data)
+    if split is not None:
+        np.save(args.artifact.parent / "buyers.npy", truth_of(split.test)[0])
     cmd = [sys.executable, __file__, str(args.dataset), "--step", "serve"]
     cmd += ["--artifact", str(args.artifact)]
     if args.users is not None:
