@@ -590,6 +590,7 @@ class Ranker:
                 self.booster_.append(booster.model_to_string())
                 self.scales_.append([float(raw.mean()), float(max(raw.std(), 1e-12))])
                 fits.append(stats)
+            del full  # not held while the serving stage is fitted below
         self.features_ = names
         self.info_ = {"weeks": info, "boosters": fits}
         stage = fit_stage(data, sources, params, content, self.threads)
