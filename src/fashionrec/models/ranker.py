@@ -471,6 +471,15 @@ class Stage:
         return self.features(users, cand, cache)
 
 
+def create_part(name: str, params: dict[str, dict[str, Any]], threads: int = 1) -> Any:
+    """An unfitted source model: PART_PARAMS, then `params`; a model with a `threads` setting
+    gets `threads` unless `params` set it."""
+    kw = {**PART_PARAMS.get(name, {}), **params.get(name, {})}
+    if "threads" in {f.name for f in fields(registry.get(name))}:
+        kw.setdefault("threads", threads)
+    return registry.create(name, **kw)
+
+
 def fit_stage(
     data: Dataset,
     sources: dict[str, int],
@@ -478,20 +487,14 @@ def fit_stage(
     content: Any | None = None,
     threads: int = 1,
 ) -> Stage:
-    """Fit the models the sources and features need on `data`, and the feature context; a model
-    with a `threads` setting gets `threads` unless `params` set it."""
+    """Fit the models the sources and features need on `data` (`create_part`), and the feature
+    context."""
     names = ["repurchase", "decay"] + [
         s for s in sources if s not in ("repurchase", "decay", "variants", "departments")
     ]
     if "itemcf" not in names:
         names.append("itemcf")  # the pair_cf feature
-    parts = {}
-    for name in names:
-        kw = {**PART_PARAMS.get(name, {}), **params.get(name, {})}
-        if "threads" in {f.name for f in fields(registry.get(name))}:
-            kw.setdefault("threads", threads)
-        parts[name] = registry.create(name, **kw)
-        parts[name].fit(data)
+    parts = {name: create_part(name, params, threads).fit(data) for name in names}
     if content is not None:
         parts["content"] = content
     return Stage(parts, context(data))
@@ -570,8 +573,7 @@ class Ranker:
         sources, params = parse_sources(self.sources), self._params()
         content = None
         if self.content and _has_text(data):
-            kw = {"threads": self.threads, **params.get("content", {})}
-            content = registry.create("content", **kw).fit(data)
+            content = create_part("content", params, self.threads).fit(data)
         # week 1 (the last days of `data`) validates, weeks 2.. train
         weeks, info = [], []
         for j in range(1, self.train_weeks + 2):
