@@ -33,6 +33,7 @@ without training purchases get the time-decayed popularity list (`decay`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
@@ -503,6 +504,21 @@ def fit_stage(
 # ---------------------------------------------------------------------------------------------
 # The model.
 
+
+def _log_rounds(what: str, period: int = 50) -> Callable[[Any], None]:
+    """A LightGBM callback logging every `period` rounds (with the validation metric, if any):
+    at full scale a booster trains for many minutes."""
+
+    def callback(env: Any) -> None:
+        done = env.iteration + 1
+        if done % period == 0 or done == env.end_iteration:
+            results = env.evaluation_result_list or []
+            scores = " ".join(f"{d} {m}={v:.4f}" for d, m, v, *_ in results)
+            log.info("ranker: %s round %d/%d %s", what, done, env.end_iteration, scores)
+
+    return callback
+
+
 # LightGBM settings that are not Ranker fields (learning_rate, num_leaves, min_data_in_leaf are)
 LGB_DEFAULTS = {
     "feature_fraction": 0.8,
@@ -529,7 +545,7 @@ class Ranker:
     label_days: int = 7
     train_weeks: int = 3
     train_users: int = 50_000
-    train_rows: int = 4_000_000
+    train_rows: int = 2_000_000
     content: bool = True
     params: str = ""
     n_estimators: int = 500
@@ -622,12 +638,18 @@ class Ranker:
                 callbacks=[
                     lgb.early_stopping(self.early_stopping, verbose=False),
                     lgb.record_evaluation(eval_log),
+                    _log_rounds(objective),
                 ],
             )
             rounds = max(1, booster.best_iteration or self.n_estimators)
             metric = next(iter(eval_log.get("valid", {}).values()), [])
             stats |= {"best_iteration": rounds, "valid_map": metric[rounds - 1] if metric else None}
-        booster = lgb.train(params, self._dataset(full, names, objective), num_boost_round=rounds)
+        booster = lgb.train(
+            params,
+            self._dataset(full, names, objective),
+            num_boost_round=rounds,
+            callbacks=[_log_rounds(f"{objective} refit")],
+        )
         return booster, stats | {"rounds": rounds}
 
     def _labelled(
