@@ -10,6 +10,9 @@ models) and the importance plot.
     .venv/bin/python benchmarks/ranker_bench.py build/online-retail/dataset --folds 4
     .venv/bin/python benchmarks/ranker_bench.py build/hm/dataset --test-days 1 --folds 2 \
         -p ranker.label_days=1 -p ranker.train_weeks=2
+
+`--skip N` leaves out the newest N windows: with `--skip 4` the folds are the four weeks before the
+usual test weeks, on which settings can be chosen without looking at the reported folds.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data = data.last_days(args.days)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     params = parse_params(args.param, names)
-    splits = rolling(data, args.folds, args.test_days)
+    splits = rolling(data, args.folds + args.skip, args.test_days)[args.skip :]
     k = args.k
     folds: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
     recall: list[pl.DataFrame] = []
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": str(args.dataset),
         "days": args.days,
         "folds": args.folds,
+        "skip": args.skip,
         "test_days": args.test_days,
         "k": k,
         "windows": [s.label for s in splits],
@@ -172,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", default="build/online-retail/dataset")
     parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--skip", type=int, default=0, help="leave out the newest SKIP windows")
     parser.add_argument("--test-days", type=int, default=7)
     parser.add_argument("--k", type=int, default=12)
     parser.add_argument("--days", type=int, default=None, help="use the last DAYS days only")
