@@ -183,9 +183,17 @@ def main() -> None:
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("-p", "--param", action="append", help="model.key=value")
     parser.add_argument("--out", type=Path, default=RESULTS / "ranker.json")
-    parser.add_argument("--png", type=Path, default=RESULTS / "ranker_importance.png")
+    parser.add_argument(
+        "--png", type=Path, default=None, help="importance plot (default: beside --out)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
+    if args.skip < 0:
+        parser.error("--skip must be >= 0")
+    if args.png is None:  # an experiment with its own --out never overwrites the default's plot
+        args.png = args.out.with_name(
+            args.out.stem.replace("ranker", "ranker_importance", 1) + ".png"
+        )
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(message)s",
