@@ -237,3 +237,77 @@ def test_real_articles_are_used_as_they_are(tmp_path: Path) -> None:
     arts = pl.read_csv(real, infer_schema=False, columns=["article_id"])
     assert tx["article_id"].is_in(arts["article_id"].implode()).all()
     assert np.isclose(tx.height, synthetic.HM_TRANSACTIONS * 0.0002, rtol=0.25)
+
+
+def _ceiling_module():
+    """benchmarks/synthetic_ceiling.py (a script, not a package module)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "synthetic_ceiling.py"
+    spec = importlib.util.spec_from_file_location("synthetic_ceiling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_world_is_the_state_the_tables_are_drawn_from(generated: Path, tmp_path: Path) -> None:
+    """The ceiling benchmark reads the hidden state back with `world`: its customers and
+    favourite departments are those of the written tables."""
+    w = synthetic.world(SCALE, seed=0)
+    ingest(generated, tmp_path / "ds", strict=True)
+    data = Dataset.load(tmp_path / "ds")
+    assert (
+        sorted(w.customers.table["customer_id"].to_list())
+        == data.customers["customer_id"].sort().to_list()
+    )
+    # a customer's purchases fall in their favourite departments far more often than chance
+    gen = data.user_ids.to_index(w.customers.table["customer_id"])
+    pos = np.full(data.n_items, -1)
+    item = data.item_ids.to_index(w.articles["article_id"].gather(w.catalogue.order))
+    pos[item] = np.arange(len(item))
+    tx = data.transactions
+    g = np.argsort(gen)[tx["user"].to_numpy()]
+    dept = w.catalogue.dept[pos[tx["item"].to_numpy()]]
+    in_fav = (w.customers.favourite[g] == dept[:, None]).any(axis=1).mean()
+    assert in_fav > 0.25
+
+
+def test_ceiling_favourite_posterior_equals_enumeration(generated: Path, tmp_path: Path) -> None:
+    """The closed-form posterior of the two favourite departments (benchmarks/
+    synthetic_ceiling.py) equals the sum over every ordered pair of departments."""
+    sc = _ceiling_module()
+    w = synthetic.world(SCALE, seed=0)
+    ingest(generated, tmp_path / "ds", strict=True)
+    data = Dataset.load(tmp_path / "ds")
+    cat = w.catalogue
+    gen_of = np.full(data.n_users, -1)
+    idx = data.user_ids.to_index(w.customers.table["customer_id"])
+    gen_of[idx] = np.arange(len(idx))
+    pos_of = np.full(data.n_items, -1)
+    item = data.item_ids.to_index(w.articles["article_id"].gather(cat.order))
+    pos_of[item] = np.arange(len(item))
+    buyers = np.sort(data.transactions["user"].unique().to_numpy())[:40]
+    users = pl.DataFrame({"user": buyers, "seg": w.customers.segment[gen_of[buyers]]})
+    sbar = sc.mean_taste(cat)
+    fav, kappa = sc.favourites(w, data, users, gen_of, pos_of, sbar, estimate=True)
+    taste = sbar.sort("seg", "dept")["sbar"].to_numpy().reshape(-1, cat.n_dept)
+    phi = sc.P_FAV_ANCHOR
+    firsts = data.transactions.group_by("user", "t_dat", maintain_order=True).agg(
+        pl.col("item").first()
+    )
+    for u in buyers[:10]:
+        s = taste[w.customers.segment[gen_of[u]]]
+        depts = cat.dept[pos_of[firsts.filter(pl.col("user") == u)["item"].to_numpy()]]
+        # log P(first rows | favourites a, b) for every ordered pair, times the prior S(a) S(b)
+        one = np.arange(cat.n_dept)
+        hit = (depts[None, None, :] == one[:, None, None]).astype(float)
+        n_ab = hit + hit.transpose(1, 0, 2)
+        like = np.log(phi / 2 * n_ab + (1 - phi) * s[depts][None, None, :]).sum(axis=2)
+        post = np.outer(s, s) * np.exp(like - like.max())
+        post /= post.sum()
+        expected = post.sum(axis=1) + post.sum(axis=0)  # E[number of favourite slots in d]
+        got = np.asarray(kappa.filter(pl.col("user") == u)["kappa"][0] * s)
+        named = fav.filter(pl.col("user") == u)
+        got[named["dept"].to_numpy()] = named["fav"].to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
+        assert got.sum() == pytest.approx(2.0)

@@ -790,6 +790,34 @@ def chunk_transactions(
 # The whole generator
 
 
+@dataclass
+class World:
+    """Everything the transactions are drawn from: the articles table, the calendar, the
+    catalogue's life cycles and tastes, and the customers with their hidden behaviour."""
+
+    articles: pl.DataFrame
+    calendar: dict[str, np.ndarray]
+    catalogue: Catalogue
+    customers: Customers
+
+
+def world(scale: float = 1.0, seed: int = 0, articles: Path | None = None) -> World:
+    """The generator's state before any transaction is drawn (deterministic by `seed`), as
+    `generate` builds it; `benchmarks/synthetic_ceiling.py` reads the hidden behaviour."""
+    cal = _calendar()
+    if articles is not None:
+        art = load_articles_table(articles)
+    else:
+        art = synth_articles(max(1000, round(HM_ARTICLES * min(1.0, scale**0.5))), seed)
+    n_customers = max(10, round(HM_CUSTOMERS * scale))
+    n_tx = max(100, round(HM_TRANSACTIONS * scale))
+    log.info("generate: %s customers, ~%s transactions, %s articles", f"{n_customers:,}",
+             f"{n_tx:,}", f"{art.height:,}")  # fmt: skip
+    cat = catalogue(art, seed, cal)
+    cust = make_customers(n_customers, n_tx, round(HM_POSTAL_CODES * scale), seed, cat, cal)
+    return World(art, cal, cat, cust)
+
+
 def generate(
     out: str | Path,
     scale: float = 1.0,
@@ -810,18 +838,11 @@ def generate(
         raise ConfigError(f"--scale must be in (0, 10], not {scale}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cal = _calendar()
     if articles is not None:
         articles = Path(articles)
-        art = load_articles_table(articles)
-    else:
-        art = synth_articles(max(1000, round(HM_ARTICLES * min(1.0, scale**0.5))), seed)
-    n_customers = max(10, round(HM_CUSTOMERS * scale))
-    n_tx = max(100, round(HM_TRANSACTIONS * scale))
-    log.info("generate: %s customers, ~%s transactions, %s articles", f"{n_customers:,}",
-             f"{n_tx:,}", f"{art.height:,}")  # fmt: skip
-    cat = catalogue(art, seed, cal)
-    cust = make_customers(n_customers, n_tx, round(HM_POSTAL_CODES * scale), seed, cat, cal)
+    w = world(scale, seed, articles)
+    art, cal, cat, cust = w.articles, w.calendar, w.catalogue, w.customers
+    n_customers = len(cust.visits)
     ext = "csv.gz" if fmt == "csv.gz" else "parquet"
 
     tmp = Path(tempfile.mkdtemp(prefix=".generate-", dir=out))
