@@ -22,6 +22,7 @@ from fashionrec.models.ranker import (
     feature_importance,
     fit_stage,
     parse_sources,
+    segment_departments,
 )
 from tests.conftest import MADE_END, make_dataset
 
@@ -67,6 +68,32 @@ def test_context_features_by_hand() -> None:
     assert item1["dep_share"] == pytest.approx(2 / 3)
     assert (feats[4]["pc_count"], feats[4]["dep_count"]) == (1, 1)  # P1 / D2: item 3 once
     assert feats[3]["repurchase_rank"] == 1 and feats[3]["variants_rank"] is None
+
+
+def test_department_affinity_by_hand() -> None:
+    """The segment's share of each department (last 28 days), the customer's purchase days in
+    it smoothed towards that share, and the article's share of its department's sales."""
+    dep_of = context(SMALL)["dep_of"]  # items 0-2: department 0, items 3-5: department 1
+    # in the last 28 days user 0 bought items 0, 0, 3 and user 2 item 0 (user 1's day 30 is older)
+    shares = segment_departments(SMALL, lambda u: np.where(u == 0, 0, 1), dep_of)
+    np.testing.assert_allclose(shares, [[2 / 3, 1 / 3], [1.0, 0.0], [0.75, 0.25]], rtol=1e-6)
+    stage = fit_stage(SMALL, parse_sources("repurchase:5,variants:5,segments:5"), {})
+    seg = stage.parts["segments"].segment_of(np.arange(4))  # by purchases: one each
+    assert len(set(seg[:3].tolist())) == 3 and seg[3] == -1
+    np.testing.assert_allclose(stage.ctx["seg_dep"][seg[0]], [2 / 3, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(stage.ctx["seg_dep"][-1], [0.75, 0.25], rtol=1e-6)
+    decay = stage.ctx["i_decay"]
+    cand, cache = stage.candidates(np.array([0]), parse_sources("repurchase:5,variants:5"))
+    feats = {r["item"]: r for r in stage.features(np.array([0]), cand, cache).to_dicts()}
+    # user 0: 2 purchase days, both with department 0 (item 0), one with department 1 (item 3)
+    assert (feats[0]["dep_days"], feats[3]["dep_days"]) == (2, 1)
+    assert feats[1]["dep_affinity"] == pytest.approx((2 + 2 * 2 / 3) / (2 + 2))
+    assert feats[3]["dep_affinity"] == pytest.approx((1 + 2 * 1 / 3) / (2 + 2))
+    assert feats[0]["i_dep_share"] == pytest.approx(1.0) and feats[1]["i_dep_share"] == 0.0
+    share3 = decay[3] / (decay[3] + decay[5])  # department 1 sold items 3 and 5
+    assert feats[3]["i_dep_share"] == pytest.approx(share3)
+    assert feats[3]["dep_draw"] == pytest.approx(5 / 12 * share3)
+    assert feats[0]["dep_draw"] == pytest.approx(5 / 6)
 
 
 def test_sources_by_hand() -> None:

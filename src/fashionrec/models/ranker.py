@@ -96,6 +96,7 @@ CUSTOMER_SKIP = ("user", "customer_id", "postal_code", "age")
 MAX_LEVELS = 64  # customers columns with more values are not used as features
 BATCH = 5_000  # users per batch of candidates and features (about 1M candidate rows)
 DAYS_7, DAYS_28 = 7, 28
+PRIOR_DAYS = 2.0  # dep_affinity: purchase days of the segment's taste added to the customer's
 
 
 def parse_sources(text: str) -> dict[str, int]:
@@ -163,16 +164,16 @@ def _scatter(n: int, index: pl.Series, values: pl.Series, missing: float = np.na
 def _pair_table(
     tx: pl.DataFrame, n_cols: int, col: str, prefix: str, extra: bool = False
 ) -> dict[str, np.ndarray]:
-    """Per (user, `col`), keyed by user * n_cols + col (sorted): purchases and days since the
-    last one; with `extra` also days since the first, distinct days, visits since the last
+    """Per (user, `col`), keyed by user * n_cols + col (sorted): purchases, distinct days and
+    days since the last one; with `extra` also days since the first, visits since the last
     purchase (`vlast`, 1: the customer's last visit), how many of the customer's last 5 and 10
     visits had one (`v5`, `v10`), purchases in the last 28 days, and purchases weighted
     0.5 ** (age / 30)."""
     aggs = [pl.len().alias("count"), pl.col("age").min().alias("last")]
+    aggs.append(pl.col("age").n_unique().alias("days"))
     if extra:
         aggs += [
             pl.col("age").max().alias("first"),
-            pl.col("age").n_unique().alias("days"),
             pl.col("visit").min().alias("vlast"),
             pl.col("visit").filter(pl.col("visit") <= 5).n_unique().alias("v5"),
             pl.col("visit").filter(pl.col("visit") <= 10).n_unique().alias("v10"),
@@ -294,6 +295,10 @@ def context(data: Dataset) -> dict[str, Any]:
         ctx[f"{prefix}_of"] = of
         ctx[f"{prefix}_n"] = int(of.max(initial=-1)) + 1
         ctx[f"i_{prefix}_rank"] = group_rank(of, ctx["i_decay"])
+        group_decay = np.bincount(of[of >= 0], ctx["i_decay"][of >= 0], ctx[f"{prefix}_n"])
+        with np.errstate(all="ignore"):  # the article's share of its group's decayed sales
+            share = ctx["i_decay"] / group_decay[np.maximum(of, 0)]
+        ctx[f"i_{prefix}_share"] = np.where(of >= 0, share, np.nan).astype(np.float32)
         mapped = tx.with_columns(_code=pl.Series(of[tx["item"].to_numpy()]))
         ctx |= _pair_table(mapped, ctx[f"{prefix}_n"], "_code", prefix)
     return ctx
@@ -445,6 +450,7 @@ class Stage:
             pos = lookup(ctx[f"{prefix}_key"], user * ctx[f"{prefix}_n"] + code)
             pos = np.where(code >= 0, pos, -1)
             cols[f"{prefix}_count"] = _gather(ctx[f"{prefix}_count"], pos, 0.0)
+            cols[f"{prefix}_days"] = _gather(ctx[f"{prefix}_days"], pos, 0.0)
             cols[f"{prefix}_last"] = _gather(ctx[f"{prefix}_last"], pos)
             cols[f"{prefix}_share"] = cols[f"{prefix}_count"] / cols["u_n_tx"]
         if "itemcf" in self.parts:
@@ -454,7 +460,16 @@ class Stage:
             sims = rows_of(self.parts["repurchase"].own_, users) @ content.neighbours_
             cols["pair_content"] = csr_values(sp.csr_matrix(sims), rows, items)
         if "segments" in self.parts:
-            cols["u_segment"] = self.parts["segments"].segment_of(user).astype(np.float32)
+            segment = self.parts["segments"].segment_of(user)
+            cols["u_segment"] = segment.astype(np.float32)
+        if "seg_dep" in ctx:  # affinity to the department: own purchase days, segment prior
+            dep = ctx["dep_of"][items]
+            share = ctx["seg_dep"][segment, np.maximum(dep, 0)]  # -1: the last row, everybody
+            cols["seg_dep_share"] = np.where(dep >= 0, share, np.nan)
+            cols["dep_affinity"] = (cols["dep_days"] + PRIOR_DAYS * cols["seg_dep_share"]) / (
+                np.nan_to_num(cols["u_n_days"]) + PRIOR_DAYS
+            )
+            cols["dep_draw"] = cols["dep_affinity"] * cols["i_dep_share"]
         if "als" in self.parts:
             als = self.parts["als"]
             u_f, i_f = als.user_factors_, als.item_factors_
@@ -498,7 +513,26 @@ def fit_stage(
     parts = {name: create_part(name, params, threads).fit(data) for name in names}
     if content is not None:
         parts["content"] = content
-    return Stage(parts, context(data))
+    ctx = context(data)
+    if "segments" in parts and "dep_of" in ctx:
+        ctx["seg_dep"] = segment_departments(data, parts["segments"].segment_of, ctx["dep_of"])
+    return Stage(parts, ctx)
+
+
+def segment_departments(
+    data: Dataset, segment_of: Callable[[np.ndarray], np.ndarray], dep_of: np.ndarray
+) -> np.ndarray:
+    """(segments + 1, departments): each customer segment's share of the departments'
+    purchases in the last 28 days; the last row is everybody's (segment -1 indexes it)."""
+    recent = data.transactions.filter(pl.col("t_dat") > data.max_date - timedelta(days=DAYS_28))
+    users, items = recent["user"].to_numpy(), recent["item"].to_numpy()
+    seg, dep = segment_of(users).astype(np.int64), dep_of[items].astype(np.int64)
+    n_seg, n_dep = int(seg.max(initial=-1)) + 2, int(dep_of.max(initial=-1)) + 1
+    counts = np.zeros((n_seg, n_dep))
+    keep = dep >= 0
+    np.add.at(counts, (seg[keep], dep[keep]), 1.0)
+    counts[-1] += counts[:-1].sum(axis=0)  # everybody: the customers without a segment too
+    return (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
