@@ -37,6 +37,7 @@ import logging
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -54,6 +55,27 @@ P_FAV_ANCHOR = synthetic.P_FAVOURITE_ANCHOR
 P_DUP, P_COLOUR, P_DEPT, P_FAV = (synthetic.P_DUP, synthetic.P_COLOUR, synthetic.P_DEPT,
                                   synthetic.P_FAVOURITE)  # fmt: skip
 POOL_SEGMENT, POOL_FAVOURITE = 100, 30  # fresh candidates per segment / favourite department
+
+
+class Ids(NamedTuple):
+    """Index maps between the generator and an ingested Dataset of its tables."""
+
+    gen_of: np.ndarray  # data user -> generator customer
+    item_of: np.ndarray  # generator position -> data item
+    pos_of: np.ndarray  # data item -> generator position
+
+
+def ids(w: synthetic.World, data: Dataset) -> Ids:
+    """The maps of `w`'s customers and articles to `data`'s indices (-1: absent)."""
+    gen_of = np.full(data.n_users, -1, np.int64)
+    idx = data.user_ids.to_index(w.customers.table["customer_id"])
+    gen_of[idx[idx >= 0]] = np.flatnonzero(idx >= 0)
+    item_of = data.item_ids.to_index(
+        w.articles["article_id"].cast(pl.String).gather(w.catalogue.order)
+    ).astype(np.int64)
+    pos_of = np.full(data.n_items, -1, np.int64)
+    pos_of[item_of[item_of >= 0]] = np.flatnonzero(item_of >= 0)
+    return Ids(gen_of, item_of, pos_of)
 
 
 def article_table(cat: synthetic.Catalogue, m: np.ndarray) -> pl.DataFrame:
@@ -100,11 +122,11 @@ def observed_week(
 
 
 def customers(
-    w: synthetic.World, train: Dataset, buyers: np.ndarray, gen_of: np.ndarray,
+    w: synthetic.World, tx: pl.DataFrame, buyers: np.ndarray, gen_of: np.ndarray,
     estimate: set[str],
 ) -> pl.DataFrame:  # fmt: skip
     """Per buyer: segment, repeat rate and basket size (as generated, or with `estimate` as the
-    training data shows them) and the last purchase day."""
+    training data `tx` shows them) and the last purchase day."""
     cust = w.customers
     g = gen_of[buyers]
     frame = pl.DataFrame(
@@ -115,8 +137,7 @@ def customers(
             "b": cust.basket[g],
         }
     )
-    hist = train.transactions.filter(pl.col("user").is_in(pl.Series(buyers).implode()))
-    per_user = hist.group_by("user").agg(
+    per_user = tx.group_by("user").agg(
         last=(pl.col("t_dat").max() - pl.lit(synthetic.START)).dt.total_days(),
         rows_per_day=pl.len() / pl.col("t_dat").n_unique(),
     )
@@ -146,7 +167,7 @@ def mean_taste(cat: synthetic.Catalogue) -> pl.DataFrame:
 
 
 def favourites(
-    w: synthetic.World, train: Dataset, users: pl.DataFrame, gen_of: np.ndarray,
+    w: synthetic.World, tx: pl.DataFrame, users: pl.DataFrame, gen_of: np.ndarray,
     pos_of: np.ndarray, seg_taste: pl.DataFrame, estimate: bool,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
     """(user, dept, fav): the expected number of the customer's two favourite departments that
@@ -154,10 +175,11 @@ def favourites(
     other department d, fav = kappa * (the segment's mean taste for d).
 
     With `estimate`, the posterior given the departments of the customer's first rows of each
-    purchase day (a basket's first row comes from a favourite with probability 0.30, else from
-    the segment's taste `S`; the favourites were two draws from `S`): for the ordered pair (a, b)
-    the weight is S(a) S(b) prod_v P(d_v | a, b), which sums in closed form over all pairs
-    (`e1`: one slot, `e2`: both slots on the department; departments not bought have e1 = S)."""
+    purchase day in `tx` (a basket's first row comes from a favourite with probability 0.30,
+    else from the segment's taste `S`; the favourites were two draws from `S`): for the ordered
+    pair (a, b) the weight is S(a) S(b) prod_v P(d_v | a, b), which sums in closed form over
+    all pairs (`e1`: one slot, `e2`: both slots on the department; departments not bought have
+    e1 = S)."""
     cust, cat = w.customers, w.catalogue
     if not estimate:
         g = gen_of[users["user"].to_numpy()]
@@ -174,8 +196,7 @@ def favourites(
         return fav, users.select("user", kappa=pl.lit(0.0))
     phi = P_FAV_ANCHOR
     firsts = (
-        train.transactions.filter(pl.col("user").is_in(users["user"].implode()))
-        .group_by("user", "t_dat", maintain_order=True)
+        tx.group_by("user", "t_dat", maintain_order=True)
         .agg(pl.col("item").first())
         .with_columns(dept=pl.col("item").map_batches(lambda s: pl.Series(cat.dept[pos_of[s]])))
         .group_by("user", "dept")
@@ -211,12 +232,12 @@ def favourites(
     return fav, per_user.select("user", "kappa")
 
 
-def history(train: Dataset, buyers: np.ndarray, pos_of: np.ndarray) -> pl.DataFrame:
-    """Per buyer and article bought before: the chance that a repeat row copies one of its
-    rows (the row floor(E * U^3) back from the newest of E) and its share of the last visit."""
+def history(tx: pl.DataFrame, pos_of: np.ndarray) -> pl.DataFrame:
+    """Per customer of `tx` and article bought before: the chance that a repeat row copies one
+    of its rows (the row floor(E * U^3) back from the newest of E) and its share of the last
+    visit."""
     hist = (
-        train.transactions.select("t_dat", "user", "item")
-        .filter(pl.col("user").is_in(pl.Series(buyers).implode()))
+        tx.select("t_dat", "user", "item")
         .with_columns(
             back=pl.int_range(pl.len()).reverse().over("user"),
             rows=pl.len().over("user"),
@@ -239,20 +260,14 @@ def history(train: Dataset, buyers: np.ndarray, pos_of: np.ndarray) -> pl.DataFr
 
 
 def oracle(
-    w: synthetic.World, data: Dataset, train: Dataset, buyers: np.ndarray, estimate: set[str]
+    w: synthetic.World, maps: Ids, train: Dataset, buyers: np.ndarray, estimate: set[str]
 ) -> np.ndarray:
     """Top-K data item indices for each buyer (rows of `buyers`), -1 padded. `estimate` names
     the hidden parts replaced by what the training data shows: `mass` (article and segment
     sales), `favourite`, `repeat`, `basket`."""
     cust, cat = w.customers, w.catalogue
-    gen_of = np.full(data.n_users, -1, np.int64)  # data user -> generator customer
-    idx = data.user_ids.to_index(cust.table["customer_id"])
-    gen_of[idx[idx >= 0]] = np.flatnonzero(idx >= 0)
-    item_of = data.item_ids.to_index(
-        w.articles["article_id"].cast(pl.String).gather(cat.order)
-    ).astype(np.int64)  # generator position -> data item
-    pos_of = np.full(data.n_items, -1, np.int64)
-    pos_of[item_of[item_of >= 0]] = np.flatnonzero(item_of >= 0)
+    gen_of, item_of, pos_of = maps
+    tx = train.transactions.filter(pl.col("user").is_in(pl.Series(buyers).implode()))
 
     # the held-out days, their generator weeks and the chance a visit falls on each
     first = (train.max_date - synthetic.START).days + 1
@@ -265,14 +280,14 @@ def oracle(
         wks = days // 7
         weeks = [(float(day_weight[wks == k].sum()), true_week(w, int(k))) for k in np.unique(wks)]
 
-    users = customers(w, train, buyers, gen_of, estimate)
+    users = customers(w, tx, buyers, gen_of, estimate)
     # a visit within 14 days of the previous one re-buys from it (0.15 of its rows)
     last = users["last"].fill_null(-(10**6)).to_numpy()
     near = ((days[None, :] - last[:, None]) <= synthetic.SHORT_DAYS) @ day_weight
     users = users.with_columns(q=pl.Series(synthetic.P_SHORT * near))
-    hist = history(train, buyers, pos_of)
+    hist = history(tx, pos_of)
     sbar = mean_taste(cat)
-    fav, kappa = favourites(w, train, users, gen_of, pos_of, sbar, "favourite" in estimate)
+    fav, kappa = favourites(w, tx, users, gen_of, pos_of, sbar, "favourite" in estimate)
     users = users.join(kappa, on="user")
     top_fav = (  # the departments whose best articles are candidates
         fav.sort(["user", "fav"], descending=[False, True]).group_by("user").head(3)
@@ -374,9 +389,10 @@ def main() -> None:
     buyers, truth = evaluate.truth_of(split.test)
     rows = [evaluate.run_model(name, {}, split, K) for name in ("decay", "repurchase")]
     base = max(row[f"map@{K}"] for row in rows)
+    maps = ids(w, data)
     for name, estimate in VARIANTS.items():
         t0 = time.perf_counter()
-        recs = oracle(w, data, split.train, buyers, estimate)
+        recs = oracle(w, maps, split.train, buyers, estimate)
         row = {"model": name, **evaluate_recs(recs, truth, K)}
         row |= {"recommend_s": time.perf_counter() - t0, "x_best_baseline": row[f"map@{K}"] / base}
         log.info(

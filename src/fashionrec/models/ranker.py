@@ -169,8 +169,11 @@ def _pair_table(
     purchase (`vlast`, 1: the customer's last visit), how many of the customer's last 5 and 10
     visits had one (`v5`, `v10`), purchases in the last 28 days, and purchases weighted
     0.5 ** (age / 30)."""
-    aggs = [pl.len().alias("count"), pl.col("age").min().alias("last")]
-    aggs.append(pl.col("age").n_unique().alias("days"))
+    aggs = [
+        pl.len().alias("count"),
+        pl.col("age").min().alias("last"),
+        pl.col("age").n_unique().alias("days"),
+    ]
     if extra:
         aggs += [
             pl.col("age").max().alias("first"),
