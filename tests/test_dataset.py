@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -47,6 +50,31 @@ def test_user_items_counts_and_decay(data: Dataset) -> None:
     assert decayed[0, 2] == pytest.approx(1.0)
     assert decayed[0, 0] == pytest.approx(2**-5 + 2**-9)
     assert data.user_items(binary=True).toarray()[0].tolist() == [1, 1, 1, 0]
+
+
+def test_decay_weights_do_not_depend_on_the_cpu(data: Dataset, tmp_path: Path) -> None:
+    """numpy's vectorised exp2 has an AVX-512 path whose last bits differ, which reordered
+    near-tied articles from machine to machine; the weights must be the same with it turned off
+    (on a CPU without AVX-512 both runs take the same path)."""
+    code = (
+        "import sys, numpy as np; from fashionrec.data.dataset import decay_table; "
+        "sys.stdout.write(decay_table(400, 30.0).astype(np.float32).tobytes().hex())"
+    )
+    off = "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR X86_V4"
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for env in ({}, {"NPY_DISABLE_CPU_FEATURES": off})
+    ]
+    assert runs[0] == runs[1]
+    table = np.frombuffer(bytes.fromhex(runs[0]), dtype=np.float32)
+    assert table[30] == np.float32(0.5) and table[60] == np.float32(0.25)
+    assert data.decay(1.0).tolist() == [2**-9, 2**-9, 2**-7, 2**-5, 2**-2, 2**-1, 1.0]
 
 
 def test_sequences_and_last_purchase(data: Dataset) -> None:

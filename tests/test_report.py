@@ -46,7 +46,7 @@ def test_report_on_bundled_real_data(tmp_path: Path) -> None:
     ):
         assert heading in md
     assert "| 391,852 | 4,239 |" in md  # the data overview of the bundled year
-    assert "| repurchase | 0.1672 |" in md  # the README's last-week MAP@12
+    assert "| repurchase | 0.1673 |" in md  # the README's last-week MAP@12
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4  # self-contained
     assert "<table>" in html and "Separation" in html

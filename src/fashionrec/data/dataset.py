@@ -23,6 +23,19 @@ TABLE_FILES = ("transactions.parquet", "articles.parquet", "customers.parquet", 
 AGE_BANDS = (16, 25, 35, 45, 55, 65)  # lower bounds: 16-24, 25-34, ..., 65+
 
 
+def decay_table(max_age: int, half_life: float) -> np.ndarray:
+    """(max_age + 1,) float64: 0.5 ** (age / half_life) for each whole-day age.
+
+    Python's scalar power on purpose: numpy's vectorised exp2 takes a different code path on
+    CPUs with AVX-512, and a last-bit difference there reorders near-tied articles, so the
+    same data would score differently from machine to machine.
+
+    >>> decay_table(2, 1.0).tolist()
+    [1.0, 0.5, 0.25]
+    """
+    return np.array([0.5 ** (age / half_life) for age in range(max_age + 1)], dtype=np.float64)
+
+
 @dataclass(frozen=True, eq=False)
 class IdMap:
     """External string ids <-> dense indices 0..n-1 (the index is the position in `ids`)."""
@@ -151,6 +164,12 @@ class Dataset:
         ages = (pl.lit(self.max_date) - self.transactions["t_dat"]).dt.total_days()
         return self.transactions.select(ages).to_series().to_numpy().astype(np.float32)
 
+    def decay(self, half_life: float) -> np.ndarray:
+        """(n_transactions,) float32 weight 0.5 ** (age_days / half_life) of each transaction (the
+        precision every model and the Spark engine add up)."""
+        ages = self.age_days().astype(np.int64)
+        return decay_table(int(ages.max(initial=0)), half_life).astype(np.float32)[ages]
+
     def user_items(self, *, half_life: float | None = None, binary: bool = False) -> sp.csr_matrix:
         """(n_users, n_items) float32 CSR of purchase counts, or of 0.5**(age/half_life) weights.
 
@@ -158,9 +177,7 @@ class Dataset:
         """
         tx = self.transactions
         weights = (
-            np.ones(tx.height, dtype=np.float32)
-            if half_life is None
-            else np.exp2(-self.age_days() / np.float32(half_life)).astype(np.float32)
+            np.ones(tx.height, dtype=np.float32) if half_life is None else self.decay(half_life)
         )
         mat = sp.csr_matrix(
             (weights, (tx["user"].to_numpy(), tx["item"].to_numpy())),
@@ -175,7 +192,7 @@ class Dataset:
     def item_popularity(self, *, half_life: float | None = None) -> np.ndarray:
         """(n_items,) float64 purchase counts (or time-decayed counts)."""
         tx = self.transactions
-        weights = None if half_life is None else np.exp2(-self.age_days() / half_life)
+        weights = None if half_life is None else self.decay(half_life)
         return np.bincount(tx["item"].to_numpy(), weights=weights, minlength=self.n_items).astype(
             np.float64
         )

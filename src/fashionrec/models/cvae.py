@@ -222,7 +222,7 @@ class CVAE:
         weights = (
             np.ones(len(cols), dtype=np.float32)
             if self.half_life is None
-            else np.exp2(-data.age_days()[keep] / np.float32(self.half_life))
+            else data.decay(self.half_life)[keep]
         )
         last = np.full(data.n_users, np.iinfo(np.int64).min)
         np.maximum.at(last, users, days)

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from fashionrec.data.dataset import Dataset
+from fashionrec.data.dataset import Dataset, decay_table
 from fashionrec.errors import ConfigError
 from fashionrec.models import neighbours as nb
 
@@ -100,8 +100,8 @@ def co_purchase_rows(
     weighted = baskets
     if half_life is not None:
         day = keys["day"].to_numpy()
-        age = (day.max() - day).astype(np.float32)
-        decay = np.exp2(-age / half_life).astype(np.float32)
+        age = day.max() - day
+        decay = decay_table(int(age.max(initial=0)), half_life)[age].astype(np.float32)
         weighted = sp.csr_matrix(sp.diags(decay) @ baskets)
     return weighted, window
 

@@ -29,7 +29,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from fashionrec import spark as sk
-from fashionrec.data.dataset import Dataset
+from fashionrec.data.dataset import Dataset, decay_table
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
 from fashionrec.models.als import MIN_REBUY_SHARE, SEARCHES
@@ -128,13 +128,12 @@ class SparkData:
     # ---- the Dataset methods the models use, on Spark ----------------------------------------
 
     def decay_weights(self, half_life: float) -> DataFrame:
-        """(age, w): w = 0.5 ** (age / half_life) as float32, computed exactly as `Dataset` does
-        (numpy float32 exp2), so that both engines add the same numbers."""
+        """(age, w): w = 0.5 ** (age / half_life) as float32, from the `decay_table` that
+        `Dataset` uses, so that both engines add the same numbers."""
         from pyspark.sql import functions as F
 
-        ages = np.arange(self.max_age + 1, dtype=np.float32)
-        w = np.exp2(-ages / np.float32(half_life)).astype(np.float32)
-        rows = [(int(a), float(x)) for a, x in zip(ages, w, strict=True)]
+        w = decay_table(self.max_age, half_life).astype(np.float32)
+        rows = [(age, float(x)) for age, x in enumerate(w)]
         frame = self.spark.createDataFrame(rows, "age int, w double")
         return F.broadcast(frame.withColumn("w", F.col("w").cast("float")))
 
