@@ -24,7 +24,8 @@ AGE_BANDS = (16, 25, 35, 45, 55, 65)  # lower bounds: 16-24, 25-34, ..., 65+
 
 
 def decay_table(max_age: int, half_life: float) -> np.ndarray:
-    """(max_age + 1,) float64: 0.5 ** (age / half_life) for each whole-day age.
+    """(max_age + 1,) float32: 0.5 ** (age / half_life) for each whole-day age, the precision
+    every model and the Spark engine add up.
 
     Python's scalar power on purpose: numpy's vectorised exp2 takes a different code path on
     CPUs with AVX-512, and a last-bit difference there reorders near-tied articles, so the
@@ -33,7 +34,7 @@ def decay_table(max_age: int, half_life: float) -> np.ndarray:
     >>> decay_table(2, 1.0).tolist()
     [1.0, 0.5, 0.25]
     """
-    return np.array([0.5 ** (age / half_life) for age in range(max_age + 1)], dtype=np.float64)
+    return np.array([0.5 ** (age / half_life) for age in range(max_age + 1)], dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,10 +166,9 @@ class Dataset:
         return self.transactions.select(ages).to_series().to_numpy().astype(np.float32)
 
     def decay(self, half_life: float) -> np.ndarray:
-        """(n_transactions,) float32 weight 0.5 ** (age_days / half_life) of each transaction (the
-        precision every model and the Spark engine add up)."""
+        """(n_transactions,) float32 weight 0.5 ** (age_days / half_life) of each transaction."""
         ages = self.age_days().astype(np.int64)
-        return decay_table(int(ages.max(initial=0)), half_life).astype(np.float32)[ages]
+        return decay_table(int(ages.max(initial=0)), half_life)[ages]
 
     def user_items(self, *, half_life: float | None = None, binary: bool = False) -> sp.csr_matrix:
         """(n_users, n_items) float32 CSR of purchase counts, or of 0.5**(age/half_life) weights.

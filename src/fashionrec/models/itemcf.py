@@ -101,7 +101,7 @@ def co_purchase_rows(
     if half_life is not None:
         day = keys["day"].to_numpy()
         age = day.max() - day
-        decay = decay_table(int(age.max(initial=0)), half_life)[age].astype(np.float32)
+        decay = decay_table(int(age.max(initial=0)), half_life)[age]
         weighted = sp.csr_matrix(sp.diags(decay) @ baskets)
     return weighted, window
 

@@ -132,8 +132,7 @@ class SparkData:
         `Dataset` uses, so that both engines add the same numbers."""
         from pyspark.sql import functions as F
 
-        w = decay_table(self.max_age, half_life).astype(np.float32)
-        rows = [(age, float(x)) for age, x in enumerate(w)]
+        rows = [(age, float(w)) for age, w in enumerate(decay_table(self.max_age, half_life))]
         frame = self.spark.createDataFrame(rows, "age int, w double")
         return F.broadcast(frame.withColumn("w", F.col("w").cast("float")))
 
