@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= data/online-retail
 BUILD ?= build
 NAME := $(notdir $(abspath $(DATA)))
-MODELS ?= popular,decay,repurchase,segments,itemcf,content,als,bpr,usercf
+MODELS ?= popular,decay,repurchase,segments,itemcf,content,als,bpr,usercf,ranker
 TEST_DAYS ?= 7
 STAMP := $(VENV)/.installed
 
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The models `make run` publishes for the web page; the first one serves.
-SERVE_MODELS ?= repurchase decay popular segments itemcf content als
+# The models `make run` publishes for the web page; the first one serves (the page's model menu
+# switches to the others: `repurchase` also reacts at once to purchases posted on the page).
+SERVE_MODELS ?= ranker repurchase decay popular segments itemcf content als
 HOST ?= 127.0.0.1
 PORT ?= 8000
 OUT := $(BUILD)/$(NAME)

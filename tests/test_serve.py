@@ -414,3 +414,34 @@ def test_new_customer_is_served_by_their_segment(tmp_path: Path) -> None:
         assert 'name="age_band"' in form and 'name="gender"' in form  # the segments' fields
         page = c.post("/new-customer", data={"age_band": "55-64", "gender": ""}).text
         assert page.index('data-article="O1"') < page.index('data-article="Y1"')
+
+
+def test_precompute_stops_past_its_time_budget(tmp_path: Path) -> None:
+    # 2,500 customers: more than the first precompute batch (1,000), so a budget can cut it
+    rows = [(f"2024-03-{1 + i % 28:02d}", f"c{i}", f"A{i % 7}") for i in range(2500)]
+    rows += [("2024-03-30", f"c{i}", f"A{(i + 3) % 7}") for i in range(0, 2500, 3)]
+    write_tables(tmp_path / "src", rows, [f"A{i}" for i in range(7)])
+    ingest(tmp_path / "src", tmp_path / "ds")
+    publish_all(tmp_path / "ds", tmp_path / "registry", ["repurchase"], "repurchase")
+
+    def service(budget: float) -> Service:
+        return Service(
+            Settings(
+                models=tmp_path / "registry",
+                dataset=tmp_path / "ds",
+                store=tmp_path / f"fb{budget}.sqlite3",
+                api_key="test-key",
+                precompute_s=budget,
+            )
+        )
+
+    full, cut, off = service(1e9), service(1e-9), service(0)
+    ref = full.serving
+    assert full._cache[ref][0].shape == (2501, 24)
+    assert ref not in cut._cache and ref not in off._cache
+    for customer in ("c0", "c1", "c2499", "somebody-new"):
+        want = full.customer_recommendations(customer, 12, None)["items"]
+        assert cut.customer_recommendations(customer, 12, None)["items"] == want
+    # c0 bought A0 on 03-01 and A3 on 03-30: the recent one first, live as when cached
+    first = [i["article_id"] for i in cut.customer_recommendations("c0", 2, None)["items"]]
+    assert first == ["A3", "A0"]

@@ -210,6 +210,14 @@ def serve(
     store: Annotated[Path | None, typer.Option(help="SQLite feedback store file.")] = None,
     force: Annotated[bool, typer.Option(help="Serve models fitted on another dataset.")] = False,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
+    precompute_s: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Precompute every customer's list at start (and at a model swap) only when it "
+            "takes at most this many seconds; otherwise lists are computed per request.",
+        ),
+    ] = 120.0,
 ) -> None:
     """Serve the API (docs at /docs) and the shop web page."""
     import secrets
@@ -219,7 +227,14 @@ def serve(
     from fashionrec.serve.app import Service, Settings, create_app
 
     key = os.environ.get("FASHIONREC_API_KEY") or secrets.token_urlsafe(18)
-    settings = Settings(models=models, dataset=dataset, store=store, force=force, api_key=key)
+    settings = Settings(
+        models=models,
+        dataset=dataset,
+        store=store,
+        force=force,
+        api_key=key,
+        precompute_s=precompute_s,
+    )
     service = Service(settings)  # before binding the port: a bad path is a clear error
     if not os.environ.get("FASHIONREC_API_KEY"):
         typer.echo(f"fashionrec: API key for write and admin endpoints: {key}")
@@ -235,6 +250,7 @@ def serve(
             "store": str(service.store.path),
             "force": force,
             "api_key": key,
+            "precompute_s": precompute_s,
         }
     )
     del service

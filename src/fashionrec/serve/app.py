@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tqdm import tqdm
 
 from fashionrec import __version__, artifacts
 from fashionrec.data.dataset import Dataset
@@ -58,6 +59,7 @@ class Settings:
     store: Path | None = None  # SQLite file; default: <registry>/feedback.sqlite3
     api_key: str | None = None  # default: $FASHIONREC_API_KEY, else generated and printed
     force: bool = False  # serve an artifact fitted on another dataset
+    precompute_s: float = 120.0  # precompute every customer's list only when it takes this long
 
 
 @dataclass
@@ -121,13 +123,34 @@ class Service:
 
     def precompute(self, ref: str) -> None:
         """Top CACHE_K for every customer (and, in the last row, for an unknown one), so that a
-        request is a lookup; customers with feedback since the fit are still computed live."""
-        model = self.model(ref)
+        request is a lookup; customers with feedback since the fit are still computed live.
+        Batches grow from 1,000 customers; when the time so far projects the whole run past
+        `precompute_s` (a two-stage ranker on a million customers), it stops and every list
+        is computed per request instead (0: never precompute)."""
+        model = self.model(ref)  # loaded here, so that a bad artifact fails before any swap
+        if self.settings.precompute_s <= 0:
+            return
         users = np.arange(-1, self.data.n_users)
-        t0 = time.perf_counter()
-        recs = model.recommend(users, CACHE_K)
-        items, scores = np.roll(recs.items, -1, axis=0), np.roll(recs.scores, -1, axis=0)
-        self._cache[ref] = (items, scores)
+        t0, done, batch, parts = time.perf_counter(), 0, 1_000, []
+        with tqdm(total=len(users), desc=f"precompute {ref}", unit="customer", leave=False) as bar:
+            while done < len(users):
+                recs = model.recommend(users[done : done + batch], CACHE_K)
+                parts.append(recs)
+                done += len(recs.items)
+                bar.update(len(recs.items))
+                batch = min(2 * batch, 100_000)
+                elapsed = time.perf_counter() - t0
+                projected = elapsed * len(users) / done
+                if done < len(users) and projected > self.settings.precompute_s:
+                    log.warning(
+                        "%s: precomputing all %d lists would take about %.0fs (more than "
+                        "--precompute-s %.0f); computing each list per request instead",
+                        ref, len(users), projected, self.settings.precompute_s,
+                    )  # fmt: skip
+                    return
+        items = np.concatenate([r.items for r in parts])
+        scores = np.concatenate([r.scores for r in parts])
+        self._cache[ref] = (np.roll(items, -1, axis=0), np.roll(scores, -1, axis=0))
         log.info(
             "precomputed %s for %d customers in %.1fs", ref, len(users), time.perf_counter() - t0
         )
