@@ -215,12 +215,16 @@ def test_binary_objective_and_importance(tmp_path: Path) -> None:
     )
 
 
-def test_untrained_ranker_serves_own_items_then_popularity() -> None:
-    # all purchases in the last week: no history to learn from, so no booster; the fallback
-    # order puts the customer's own articles first (item 0, bought twice, before item 3)
+def test_untrained_ranker_serves_own_items_then_popularity(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # all purchases in the last week: no history to learn from, so no booster (and a warning
+    # that says so); the fallback order puts the customer's own articles first (item 0, bought
+    # twice, before item 3)
     data = make_dataset([(3, 0, 0), (2, 0, 0), (1, 0, 3), (1, 1, 5), (2, 2, 5)], 6, n_users=3)
     model = registry.create("ranker", sources="repurchase:5,decay:5", content=False).fit(data)
     assert not model.booster_
+    assert "no booster is trained" in caplog.text and "label_days=7" in caplog.text
     assert model.recommend(np.array([0]), 3).items[0].tolist() == [0, 3, 5]
 
 

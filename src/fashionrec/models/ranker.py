@@ -646,6 +646,14 @@ class Ranker:
                 self.scales_.append([float(raw.mean()), float(max(raw.std(), 1e-12))])
                 fits.append(stats)
             del full  # not held while the serving stage is fitted below
+        else:
+            log.warning(
+                "ranker: no purchases to learn from in the %d periods of label_days=%d before "
+                "%s (the data starts %s): no booster is trained, and candidates rank by the "
+                "customer's own articles, then the sources' reciprocal-rank fusion; on short "
+                "data lower label_days (e.g. -p ranker.label_days=1)",
+                self.train_weeks + 1, self.label_days, data.max_date, data.min_date,
+            )  # fmt: skip
         self.features_ = names
         self.info_ = {"weeks": info, "boosters": fits}
         stage = fit_stage(data, sources, params, content, self.threads)
