@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -81,21 +82,31 @@ def test_unlike_in_the_browser(server: str, tmp_path: Path) -> None:
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
         opts.add_argument(flag)
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def favourites(after: Any = None) -> list[Any]:
+        """The cards of the page that replaced `after` (form posts return before it loads)."""
+        wait = WebDriverWait(driver, 30)
+        if after is not None:
+            wait.until(ec.staleness_of(after))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#favourites .card"))
+        return driver.find_elements(By.CSS_SELECTOR, "#favourites .card")
+
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
         driver.get(server)
         box = driver.find_element(By.NAME, "customer_id")
         box.send_keys("13085")
         box.submit()
-        cards = driver.find_elements(By.CSS_SELECTOR, "#favourites .card")
+        cards = favourites(after=box)
         assert len(cards) == 12
         first = cards[0].get_attribute("data-article")
         cards[0].find_element(By.CSS_SELECTOR, "button.unlike").click()
+        favourites(after=cards[0])  # the post-redirect-get page
+        page = driver.find_element(By.TAG_NAME, "html")
         driver.refresh()
-        shown = [
-            c.get_attribute("data-article")
-            for c in driver.find_elements(By.CSS_SELECTOR, "#favourites .card")
-        ]
+        shown = [c.get_attribute("data-article") for c in favourites(after=page)]
         assert len(shown) == 12 and first not in shown
         out = Path(os.environ.get("FASHIONREC_SCREENSHOTS", tmp_path))
         out.mkdir(parents=True, exist_ok=True)
