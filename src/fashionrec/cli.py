@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -242,16 +242,11 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning")
         return
-    # every worker process builds its own Service from the same settings (and the same key)
+    # every worker process builds its own Service from the same settings (and the same key),
+    # with the registry root and store the first one resolved
+    resolved = replace(settings, models=service.root, store=service.store.path)
     os.environ["FASHIONREC_SERVE_SETTINGS"] = json.dumps(
-        {
-            "models": str(service.root),
-            "dataset": str(dataset),
-            "store": str(service.store.path),
-            "force": force,
-            "api_key": key,
-            "precompute_s": precompute_s,
-        }
+        {k: str(v) if isinstance(v, Path) else v for k, v in asdict(resolved).items()}
     )
     del service
     uvicorn.run(
