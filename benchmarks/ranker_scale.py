@@ -1,12 +1,13 @@
 """Time and memory of the two-stage ranker at scale: fit on a data set (optionally its last days),
 save the artifact, then in a fresh process load it and recommend 12 articles to every customer
 (candidate generation + features + LightGBM prediction), reporting wall time and peak RSS of
-each step. --users N serves a random N customers and scales their time to everyone. With
---holdout DAYS the fit leaves out the last DAYS days, the held-out buyers are served too, and
-their lists are scored (MAP@12) next to the baselines popular, decay and repurchase fitted on
-the same data. Writes benchmarks/results/ranker_scale_<name>[_<days>d][_<users>u]
-[_holdout<days>d][_<key>=<value>]....json (named by every setting given, so that a reduced run
-and a default one both stay).
+each step, and the time of one customer's request with and without a posted purchase.
+--users N serves a random N customers and scales their time to everyone. With --holdout DAYS
+the fit leaves out the last DAYS days, the held-out buyers are served too, and their lists are
+scored (MAP@12) next to the baselines popular, decay and repurchase fitted on the same data.
+Writes benchmarks/results/ranker_scale_<name>[_<days>d][_<users>u][_holdout<days>d]
+[_<key>=<value>]....json (named by every setting given, so that a reduced run and a default one
+both stay).
 
     .venv/bin/python benchmarks/ranker_scale.py build/scale-0.1/dataset --days 56
     .venv/bin/python benchmarks/ranker_scale.py build/scale-1/dataset --holdout 7 --users 100000
@@ -115,7 +116,30 @@ def serve(args: argparse.Namespace) -> dict:
         everyone[buyers] = model.recommend(buyers, 12).items
         out |= {"holdout_buyers": len(buyers), "holdout_recommend_s": time.perf_counter() - t2}
     np.save(scratch / "recs.npy", everyone)  # benchmark scratch, not an artifact
-    return out | {"serve_peak_gb": peak_gb()}
+    return out | live_latency(model) | {"serve_peak_gb": peak_gb()}
+
+
+def live_latency(model: object, n: int = 200) -> dict:
+    """Milliseconds per single-customer request (median, 95th percentile) of `n` random known
+    customers: `recommend` as fitted, and `recommend_with` one posted purchase of a random
+    article (the live path: the customer side recomputed), as the service calls them."""
+    rng = np.random.default_rng(1)
+    warm = np.flatnonzero(np.nan_to_num(model.stage().ctx["u_n_tx"]) > 0)
+    users = rng.choice(warm, min(n, len(warm)), replace=False)
+    bought = rng.integers(0, model.stage().ctx["n_items"], len(users))
+    out = {}
+    for name, call in (
+        ("fitted", lambda u, i: model.recommend(np.array([u]), 12)),
+        ("live", lambda u, i: model.recommend_with(np.array([u]), [np.array([i])], 12)),
+    ):
+        ms = []
+        for u, i in zip(users, bought, strict=True):
+            t = time.perf_counter()
+            call(u, i)
+            ms.append(1000 * (time.perf_counter() - t))
+        out[f"{name}_ms_median"], out[f"{name}_ms_p95"] = np.percentile(ms, [50, 95]).tolist()
+    log.info("one customer: %s", out)
+    return out
 
 
 def quality(split: Split, everyone: np.ndarray, k: int = 12) -> dict:

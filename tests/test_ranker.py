@@ -10,12 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
+from polars.testing import assert_frame_equal
 
 from fashionrec import artifacts
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
 from fashionrec.models.ranker import (
+    calibrate,
     candidate_recall,
     context,
     csr_values,
@@ -248,3 +250,103 @@ def test_sources_are_the_documented_ones() -> None:
     for other in ("ranker:30", "lightgcn:10", "weighted"):  # registered, but not a source
         with pytest.raises(ConfigError, match=r"known: repurchase, itemcf.*sasrec"):
             parse_sources(f"repurchase:5,{other}")
+
+
+def test_live_stage_equals_the_context_with_the_new_purchases() -> None:
+    """Purchases posted after the fit, counted on the last day: the live stage's customer side
+    is exactly what fitting on the data with those purchases added gives."""
+    sources = parse_sources("repurchase:6,variants:6")
+    stage = fit_stage(SMALL, sources, {}, rows=True)
+    # user 0 buys item 4 (never sold: no price) and item 0 again (last price 8.0); user 3, who
+    # never bought, buys item 5 (last price 6.0)
+    live = stage.live_stage(np.array([0, 3]), [np.array([4, 0]), np.array([5])])
+    added = make_dataset(
+        [*SMALL_ROWS, (1, 0, 4), (1, 0, 0), (1, 3, 5)],
+        6,
+        n_users=4,
+        prices=[10.0, 8.0, 4.0, 6.0, 8.0, None, 8.0, 6.0],
+        articles=PRODUCTS,
+    )
+    refit = fit_stage(added, sources, {})
+    got = live.frame(np.array([0, 1]), sources).sort("row", "item")
+    want = refit.frame(np.array([0, 3]), sources).sort("row", "item")
+    assert got["item"].to_list() == want["item"].to_list()
+    customer = [  # p_due_item divides by the article's rebuy cycle: an article feature
+        c for c in want.columns if c.split("_")[0] in ("u", "p", "pc", "dep") and c != "p_due_item"
+    ]
+    assert {"u_n_tx", "u_spend", "p_vlast", "p_v5", "p_weight", "pc_days"} <= set(customer)
+    assert_frame_equal(got.select(customer), want.select(customer))
+    for col in ("repurchase_score", "repurchase_rank", "variants_score"):
+        np.testing.assert_allclose(got[col].to_numpy(), want[col].to_numpy(), rtol=1e-6)
+    assert live.warm(np.array([0, 1])).all() and not stage.warm(np.array([3]))[0]
+
+
+def switch_rows(weeks: int = 8, n_users: int = 40, seed: int = 0) -> list[tuple[int, int, int]]:
+    """(days before the end, customer, article): every two weeks each customer picks a new
+    article of 10-29, buys it in both weeks, and buys one popular article (0-5) every week; so
+    an article of 10-29 bought once, in the last visit, is bought again next week."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for w in range(weeks):
+            rows.append((7 * w + int(rng.integers(0, 7)), u, 10 + (u + 7 * (w // 2)) % 20))
+            rows.append((7 * w + int(rng.integers(0, 7)), u, int(rng.integers(0, 6))))
+    return rows
+
+
+def test_recommend_with_counts_new_purchases(tmp_path: Path) -> None:
+    model = registry.create("ranker", **RANKER_FAST).fit(
+        make_dataset(switch_rows(), 30, n_users=42)
+    )
+    users = np.arange(40)
+    fitted = model.recommend(users, 3)
+    none = model.recommend_with(users, [np.array([], np.int64)] * 40, 3)
+    np.testing.assert_array_equal(none.items, fitted.items)
+    np.testing.assert_allclose(none.scores, fitted.scores, rtol=1e-6)
+    # each customer now buys an article of 10-29 they never had: it comes first at once
+    posted = (users + 3) % 20 + 10
+    assert (fitted.items[:, 0] != posted).all()
+    live = model.recommend_with(users, [np.array([i]) for i in posted], 3)
+    np.testing.assert_array_equal(live.items[:, 0], posted)
+    # customers without purchases (a cold one, an unknown one) are ranked from the posted ones
+    cold = model.recommend_with(np.array([40, -1]), [np.array([12]), np.array([17])], 3)
+    assert cold.items[:, 0].tolist() == [12, 17]
+    # and the same from the saved artifact (the customers' purchases are part of it)
+    artifacts.save(model, tmp_path / "m")
+    loaded = artifacts.load(tmp_path / "m")
+    again = loaded.recommend_with(users, [np.array([i]) for i in posted], 3)
+    np.testing.assert_array_equal(again.items, live.items)
+    # the API score is 1 + the calibrated purchase probability
+    assert ((live.scores[:, 0] > 1.5) & (live.scores[:, 0] < 2.0)).all()
+    assert model.calibration_[0] > 0  # a higher ensemble score, a likelier purchase
+    # exclude_seen: neither the fitted nor the new purchases come back
+    unseen = model.recommend_with(users, [np.array([i]) for i in posted], 3, exclude_seen=True)
+    assert not (unseen.items == posted[:, None]).any()
+
+
+def test_recommend_with_on_a_model_saved_without_purchases(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = make_dataset(switch_rows(n_users=20), 30, n_users=20)
+    model = registry.create("ranker", **RANKER_FAST).fit(data)
+    for key in [k for k in model.stage().ctx if k.startswith("rows_")]:
+        del model.stage().ctx[key]  # as an artifact from before live updates
+    users = np.arange(20)
+    got = model.recommend_with(users, [np.array([12])] * 20, 3)
+    np.testing.assert_array_equal(got.items, model.recommend(users, 3).items)
+    assert "count only after a refit" in caplog.text
+    with pytest.raises(ConfigError, match="refit it"):
+        model.stage().live_stage(users, [np.array([12])] * 20)
+
+
+def test_calibrate_recovers_a_known_probability_under_negative_sampling() -> None:
+    # labels drawn with P(buy) = sigmoid(2 s - 3); three in four negatives dropped, as
+    # train_rows would: weighting the rest by 4 gives back the slope and intercept
+    rng = np.random.default_rng(0)
+    score = rng.normal(size=200_000)
+    label = (rng.random(len(score)) < 1 / (1 + np.exp(-(2 * score - 3)))).astype(float)
+    keep = (label > 0) | (rng.random(len(score)) < 0.25)
+    a, b = calibrate(score[keep], label[keep], np.full(keep.sum(), 0.25))
+    assert a == pytest.approx(2.0, abs=0.05) and b == pytest.approx(-3.0, abs=0.05)
+    unweighted = calibrate(score[keep], label[keep], np.ones(keep.sum()))
+    assert unweighted[1] > -2.0  # without the weights the intercept is ln 4 too high

@@ -24,13 +24,8 @@ from fashionrec.data.seqrec import (
 )
 from fashionrec.errors import ConfigError, DataError
 from fashionrec.models import registry, torchutil
-from fashionrec.models.sequence import (
-    append_rows,
-    keep_last,
-    tails,
-    take_rows,
-    valid_hit_rate,
-)
+from fashionrec.models.base import take_rows
+from fashionrec.models.sequence import append_rows, keep_last, tails, valid_hit_rate
 from fashionrec.models.torchutil import torch_session
 from tests.conftest import shared, write_tables
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -445,3 +446,35 @@ def test_precompute_stops_past_its_time_budget(tmp_path: Path) -> None:
     # c0 bought A0 on 03-01 and A3 on 03-30: the recent one first, live as when cached
     first = [i["article_id"] for i in cut.customer_recommendations("c0", 2, None)["items"]]
     assert first == ["A3", "A0"]
+
+
+def test_ranker_list_follows_a_posted_purchase(tmp_path: Path) -> None:
+    """The ranker counts a purchase posted on the page at once (its live customer side)."""
+    from fashionrec import artifacts
+    from fashionrec.data.dataset import Dataset
+    from fashionrec.models import registry
+
+    from .test_ranker import RANKER_FAST, switch_rows
+
+    end = date(2024, 3, 31)
+    rows = [(str(end - timedelta(days=d)), f"c{u}", f"A{i}") for d, u, i in switch_rows()]
+    write_tables(tmp_path / "src", rows, [f"A{i}" for i in range(30)])
+    ingest(tmp_path / "src", tmp_path / "ds")
+    data = Dataset.load(tmp_path / "ds")
+    model = registry.create("ranker", **RANKER_FAST).fit(data)
+    path = artifacts.save(model, tmp_path / "art", dataset_hash=data.hash)
+    versions.publish(path, tmp_path / "registry", serve=True)
+    settings = Settings(
+        models=tmp_path / "registry",
+        dataset=tmp_path / "ds",
+        store=tmp_path / "fb.sqlite3",
+        api_key="test-key",
+    )
+    with TestClient(create_app(settings)) as c:
+        before = articles(c.get("/customers/c0/recommendations?k=3"))
+        body = {"customer_id": "c0", "article_id": "A13", "event": "purchase"}  # never bought
+        assert "A13" not in before[:1]
+        assert c.post("/feedback", json=body, headers=KEY).status_code == 200
+        after = c.get("/customers/c0/recommendations?k=3").json()
+        assert after["model"] == "ranker" and after["items"][0]["article_id"] == "A13"
+        assert 1.0 < after["items"][0]["score"] < 2.0

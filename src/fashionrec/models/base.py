@@ -202,6 +202,25 @@ def lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.where(found, pos, -1)
 
 
+def row_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For CSR-style rows (`indptr`): the indptr of the rows `rows` and the positions of their
+    entries, in order; a row -1 (or out of range) is empty."""
+    known = (rows >= 0) & (rows < len(indptr) - 1)
+    safe = np.where(known, rows, 0)
+    lengths = np.where(known, np.diff(indptr)[safe], 0)
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out, np.repeat(indptr[safe] - out[:-1], lengths) + np.arange(out[-1])
+
+
+def take_rows(
+    indptr: np.ndarray, items: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, items) of the rows `rows`; a row -1 (or out of range) is empty."""
+    out, pos = row_positions(indptr, rows)
+    return out, items[pos]
+
+
 def extra_matrix(extra: list[np.ndarray], n_items: int) -> sp.csr_matrix:
     """(len(extra), n_items) float32 CSR of purchase counts: row i counts the items in extra[i]."""
     lengths = np.array([len(e) for e in extra], dtype=np.int64)

@@ -47,14 +47,17 @@ from tqdm import tqdm
 from fashionrec.atomic import replace_with
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
+from fashionrec.metrics import hit_matrix
 from fashionrec.models import registry
 from fashionrec.models.base import (
     Recs,
     as_csr,
     batched,
+    extra_matrix,
     fill,
     first_k,
     lookup,
+    row_positions,
     row_top_k,
     rows_of,
 )
@@ -213,40 +216,30 @@ def group_rank(group: np.ndarray, score: np.ndarray) -> np.ndarray:
     return rank
 
 
-def context(data: Dataset) -> dict[str, Any]:
+def context(data: Dataset, rows: bool = False) -> dict[str, Any]:
     """Feature arrays at the end of `data`: `u_*` per customer, `i_*` per article (float32,
     NaN where unknown), pair tables per customer x article / product / department, and the
     article -> product code / department maps. Ages count days before the cutoff (the day after
-    the last one), so the last day has age 1."""
+    the last one), so the last day has age 1. With `rows`, also each customer's purchases
+    (`rows_*`, by customer: what `Stage.live` recomputes the customer side from). The order of
+    the keys is the order of the features."""
     n_users, n_items = data.n_users, data.n_items
-    tx = data.transactions.with_columns(
-        age=(pl.lit(data.max_date) - pl.col("t_dat")).dt.total_days().cast(pl.Int32) + 1
+    tx = with_visits(
+        data.transactions.with_columns(
+            age=(pl.lit(data.max_date) - pl.col("t_dat")).dt.total_days().cast(pl.Int32) + 1
+        )
     )
     has_price = "price" in tx.columns
     has_channel = "sales_channel_id" in tx.columns
-    first_buy = pl.col("age").max().over("user", "item")
-    tx = tx.with_columns(
-        repeat=(pl.col("age") < first_buy).cast(pl.Float32),
-        visit=pl.col("age").rank("dense").over("user").cast(pl.Int32),
-    )
+    articles = data.articles
+    maps: dict[str, Any] = {"n_items": int(n_items)}
+    for col, prefix in (("product_code", "pc"), ("department_no", "dep")):
+        if col in articles.columns:
+            maps[f"{prefix}_of"] = of = _codes(articles[col])
+            maps[f"{prefix}_n"] = int(of.max(initial=-1)) + 1
+    customer = customer_context(tx, n_users, maps)
     ctx: dict[str, Any] = {"n_items": int(n_items)}
-
-    user = tx.group_by("user").agg(
-        pl.col("age").min().alias("last"),
-        pl.col("age").max().alias("first"),
-        pl.len().alias("n_tx"),
-        pl.col("age").n_unique().alias("n_days"),
-        pl.col("item").n_unique().alias("n_items"),
-        (pl.col("age") <= DAYS_7).sum().alias("tx_7"),
-        (pl.col("age") <= DAYS_28).sum().alias("tx_28"),
-        pl.col("age").filter(pl.col("age") <= DAYS_28).n_unique().alias("days_28"),
-        pl.col("repeat").mean().alias("repeat"),
-        *([pl.col("price").sum().alias("spend"), pl.col("price").mean().alias("price")]
-          if has_price else []),
-        *([(pl.col("sales_channel_id") == 2).mean().alias("online")] if has_channel else []),
-    )  # fmt: skip
-    for col in user.columns[1:]:
-        ctx[f"u_{col}"] = _scatter(n_users, user["user"], user[col])
+    ctx |= {key: value for key, value in customer.items() if key.startswith("u_")}
     customers = data.customers
     if "age" in customers.columns:
         ctx["u_age"] = customers["age"].cast(pl.Float32).fill_null(np.nan).to_numpy()
@@ -275,12 +268,11 @@ def context(data: Dataset) -> dict[str, Any]:
         missing = 0.0 if col.startswith("sales") or col == "buyers" else np.nan
         ctx[f"i_{col}"] = _scatter(n_items, item["item"], item[col], missing)
     ctx["i_decay"] = data.item_popularity(half_life=7.0).astype(np.float32)
-    articles = data.articles
     for col in CATEGORY_COLUMNS:
         if col in articles.columns:
             ctx[f"i_cat_{col}"] = _codes(articles[col]).astype(np.float32)
 
-    ctx |= _pair_table(tx, n_items, "item", "pair", extra=True)
+    ctx |= {key: value for key, value in customer.items() if key.startswith("pair_")}
     # an article's rebuy cycle: the median days between repeat purchases of its customers
     days = ctx["pair_days"]
     gaps = (ctx["pair_first"] - ctx["pair_last"]) / np.maximum(days - 1, 1)
@@ -291,20 +283,81 @@ def context(data: Dataset) -> dict[str, Any]:
     )
     for col in ("cycle", "rebuyers"):
         ctx[f"i_{col}"] = _scatter(n_items, cycle["item"], cycle[col])
-    for col, prefix in (("product_code", "pc"), ("department_no", "dep")):
-        if col not in articles.columns:
+    for prefix in ("pc", "dep"):
+        if f"{prefix}_of" not in maps:
             continue
-        of = _codes(articles[col])
-        ctx[f"{prefix}_of"] = of
-        ctx[f"{prefix}_n"] = int(of.max(initial=-1)) + 1
+        of = ctx[f"{prefix}_of"] = maps[f"{prefix}_of"]
+        ctx[f"{prefix}_n"] = maps[f"{prefix}_n"]
         ctx[f"i_{prefix}_rank"] = group_rank(of, ctx["i_decay"])
         group_decay = np.bincount(of[of >= 0], ctx["i_decay"][of >= 0], ctx[f"{prefix}_n"])
         with np.errstate(all="ignore"):  # the article's share of its group's decayed sales
             share = ctx["i_decay"] / group_decay[np.maximum(of, 0)]
         ctx[f"i_{prefix}_share"] = np.where(of >= 0, share, np.nan).astype(np.float32)
-        mapped = tx.with_columns(_code=pl.Series(of[tx["item"].to_numpy()]))
-        ctx |= _pair_table(mapped, ctx[f"{prefix}_n"], "_code", prefix)
+        ctx |= {key: value for key, value in customer.items() if key.startswith(f"{prefix}_")}
+    if rows:
+        ctx |= _customer_rows(tx, n_users)
     return ctx
+
+
+def with_visits(tx: pl.DataFrame) -> pl.DataFrame:
+    """Transactions with `age` (days before the cutoff) + `repeat` (1.0: the customer bought the
+    article on an earlier day) and `visit` (the customer's shopping days, 1 = the last)."""
+    first_buy = pl.col("age").max().over("user", "item")
+    return tx.with_columns(
+        repeat=(pl.col("age") < first_buy).cast(pl.Float32),
+        visit=pl.col("age").rank("dense").over("user").cast(pl.Int32),
+    )
+
+
+def customer_context(tx: pl.DataFrame, n_users: int, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The customer side of the context from `tx` (`with_visits` rows, users 0..n_users-1):
+    `u_*` aggregates, and the pair tables per customer x article and x product / department
+    (for the maps `pc_of` / `dep_of` in `ctx`)."""
+    aggs = [
+        pl.col("age").min().alias("last"),
+        pl.col("age").max().alias("first"),
+        pl.len().alias("n_tx"),
+        pl.col("age").n_unique().alias("n_days"),
+        pl.col("item").n_unique().alias("n_items"),
+        (pl.col("age") <= DAYS_7).sum().alias("tx_7"),
+        (pl.col("age") <= DAYS_28).sum().alias("tx_28"),
+        pl.col("age").filter(pl.col("age") <= DAYS_28).n_unique().alias("days_28"),
+        pl.col("repeat").mean().alias("repeat"),
+    ]
+    if "price" in tx.columns:
+        aggs += [pl.col("price").sum().alias("spend"), pl.col("price").mean().alias("price")]
+    if "sales_channel_id" in tx.columns:
+        aggs.append((pl.col("sales_channel_id") == 2).mean().alias("online"))
+    user = tx.group_by("user").agg(aggs)
+    out: dict[str, Any] = {}
+    for col in user.columns[1:]:
+        out[f"u_{col}"] = _scatter(n_users, user["user"], user[col])
+    out |= _pair_table(tx, ctx["n_items"], "item", "pair", extra=True)
+    for prefix in ("pc", "dep"):
+        if f"{prefix}_of" in ctx:
+            mapped = tx.with_columns(_code=pl.Series(ctx[f"{prefix}_of"][tx["item"].to_numpy()]))
+            out |= _pair_table(mapped, ctx[f"{prefix}_n"], "_code", prefix)
+    return out
+
+
+def _customer_rows(tx: pl.DataFrame, n_users: int) -> dict[str, np.ndarray]:
+    """Each customer's purchases as CSR-style arrays: `rows_indptr` (n_users + 1) and per row
+    `rows_item`, `rows_age` and, where the data has them, `rows_price` and `rows_channel`."""
+    user = tx["user"].to_numpy()
+    order = np.argsort(user, kind="stable")
+    indptr = np.zeros(n_users + 1, np.int64)
+    np.cumsum(np.bincount(user, minlength=n_users), out=indptr[1:])
+    age = tx["age"].to_numpy()
+    out = {
+        "rows_indptr": indptr,
+        "rows_item": tx["item"].to_numpy()[order].astype(np.int32),
+        "rows_age": age[order].astype(np.int16 if age.max(initial=0) < 2**15 else np.int32),
+    }
+    if "price" in tx.columns:
+        out["rows_price"] = tx["price"].cast(pl.Float32).to_numpy()[order]
+    if "sales_channel_id" in tx.columns:
+        out["rows_channel"] = tx["sales_channel_id"].cast(pl.Int8).to_numpy()[order]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,11 +365,25 @@ def context(data: Dataset) -> dict[str, Any]:
 
 
 @dataclass
+class Live:
+    """The customer side of a stage recomputed for some customers (`Stage.live`): row i is the
+    customer `ids[i]` (-1: unknown) with the articles `extra[i]` bought after the fit."""
+
+    ids: np.ndarray
+    extra: list[np.ndarray]
+    own: sp.csr_matrix  # the customers' own articles, as `repurchase` weighs them
+    history: sp.csr_matrix  # recency-weighted purchases, as `itemcf` weighs them
+    seen: sp.csr_matrix  # bought articles (1.0)
+
+
+@dataclass
 class Stage:
-    """Fitted source models (`parts`, registered models by name) and the feature `ctx`."""
+    """Fitted source models (`parts`, registered models by name) and the feature `ctx`; with
+    `live`, the customer side is that of `Live` and users are its rows."""
 
     parts: dict[str, Any]
     ctx: dict[str, Any]
+    live: Live | None = None
 
     def warm(self, users: np.ndarray) -> np.ndarray:
         """(n,) whether each user has training purchases (unknown users: False)."""
@@ -324,21 +391,84 @@ class Stage:
         known = (users >= 0) & (users < len(n_tx))
         return known & (np.nan_to_num(n_tx[np.where(known, users, 0)]) > 0)
 
+    def ids(self, users: np.ndarray) -> np.ndarray:
+        """The source models' user indices of `users`."""
+        return users if self.live is None else self.live.ids[users]
+
+    def rows(self, what: str, users: np.ndarray) -> sp.csr_matrix:
+        """Rows of `users` of the customers' own articles ("own"), recency-weighted history
+        ("history") or bought articles ("seen")."""
+        if self.live is not None:
+            return rows_of(getattr(self.live, what), users)
+        part = self.parts["repurchase" if what == "own" else "itemcf"]
+        return rows_of(part.own_ if what == "own" else getattr(part, f"{what}_"), users)
+
+    def live_stage(self, users: np.ndarray, extra: list[np.ndarray]) -> Stage:
+        """This stage for `users` (-1: unknown), each with the articles `extra[i]` bought after
+        the fit counted as bought on the last day of the data (age 1, at the last price): the
+        customer features and pair tables are recomputed from the stored purchases plus these,
+        and the own articles, co-purchase history and seen articles get them with the weight of
+        a purchase on the last day. The article features and the source models stay as fitted
+        (the ALS user factors too). Users of the returned stage are 0..len(users)-1."""
+        ctx = self.ctx
+        if "rows_indptr" not in ctx:
+            raise ConfigError(
+                "ranker: this model was saved without its customers' purchases, so it cannot "
+                "count new ones; refit it to serve live updates"
+            )
+        users = np.asarray(users, dtype=np.int64)
+        indptr, pos = row_positions(ctx["rows_indptr"], users)
+        new = extra_matrix(extra, ctx["n_items"])
+        new_rows = np.repeat(np.arange(len(users)), np.diff(new.indptr))
+        new_items = new.indices.astype(np.int32)
+        # one row per article and purchase, as in the transactions
+        counts = new.data.astype(np.int64)
+        new_rows, new_items = np.repeat(new_rows, counts), np.repeat(new_items, counts)
+        columns = {
+            "user": np.concatenate([np.repeat(np.arange(len(users)), np.diff(indptr)), new_rows]),
+            "item": np.concatenate([ctx["rows_item"][pos], new_items]),
+            "age": np.concatenate(
+                [ctx["rows_age"][pos].astype(np.int32), np.ones(len(new_items), np.int32)]
+            ),
+        }
+        if "rows_price" in ctx:
+            columns["price"] = np.concatenate(
+                [ctx["rows_price"][pos], ctx["i_price_last"][new_items]]
+            )
+        tx = pl.DataFrame(columns).with_columns(pl.col("user", "item", "age").cast(pl.Int32))
+        if "rows_price" in ctx:
+            tx = tx.with_columns(pl.col("price").fill_nan(None))
+        if "rows_channel" in ctx:  # unknown for the new purchases
+            channel = pl.Series(ctx["rows_channel"][pos]).extend(
+                pl.Series([None] * len(new_items), dtype=pl.Int8)
+            )
+            tx = tx.with_columns(sales_channel_id=channel)
+        live_ctx = {**ctx, **customer_context(with_visits(tx), len(users), ctx)}
+        known = (users >= 0) & (users < len(ctx["u_n_tx"]))
+        for key in ("u_age", *(k for k in ctx if k.startswith("u_cat_"))):
+            if key in ctx:
+                live_ctx[key] = np.where(known, ctx[key][np.where(known, users, 0)], np.nan)
+        seen = sp.csr_matrix((self.rows("seen", users) + new) > 0, dtype=np.float32)
+        own, history = self.rows("own", users) + new, self.rows("history", users) + new
+        return Stage(self.parts, live_ctx, Live(users, list(extra), own, history, seen))
+
     # ---- candidates ----------------------------------------------------------------------------
 
     def source(self, name: str, users: np.ndarray, n: int, cache: dict[str, Any]) -> Recs:
         """The top `n` candidates of source `name` for `users` (-1 padding)."""
         if name == "repurchase":
-            return row_top_k(rows_of(self.parts["repurchase"].own_, users), n)
+            return row_top_k(self.rows("own", users), n)
         if name == "itemcf":
             cf = self.cf(users, cache)
-            seen = rows_of(self.parts["itemcf"].seen_, users)
-            return row_top_k(sp.csr_matrix(cf - cf.multiply(seen)), n)
+            return row_top_k(sp.csr_matrix(cf - cf.multiply(self.rows("seen", users))), n)
         if name == "variants":
             return self.variants(users, n)
         if name == "departments":
             return self.departments(users, n)
-        return self.parts[name].recommend(users, n)  # segments, decay, als, usercf, sequences
+        part = self.parts[name]  # segments, decay, als, usercf, sequences
+        if self.live is not None and hasattr(part, "recommend_with"):
+            return part.recommend_with(self.ids(users), [self.live.extra[u] for u in users], n)
+        return part.recommend(self.ids(users), n)
 
     def variants(self, users: np.ndarray, n: int) -> Recs:
         """Other articles of the products the customer bought, scored by the recency-weighted
@@ -346,7 +476,7 @@ class Stage:
         if "pc_of" not in self.ctx:
             return Recs.empty(len(users), n)
         product = as_csr(self.ctx["pc_of"][:, None], self.ctx["pc_n"])  # article x product
-        own = rows_of(self.parts["repurchase"].own_, users)
+        own = self.rows("own", users)
         scores = sp.csr_matrix((own @ product) @ product.T)
         scores = sp.csr_matrix(scores - scores.multiply(own > 0))
         scores.eliminate_zeros()
@@ -361,7 +491,7 @@ class Stage:
             return Recs.empty(len(users), n)
         of, n_dep, pop = self.ctx["dep_of"], self.ctx["dep_n"], self.ctx["i_decay"]
         dep = as_csr(of[:, None], n_dep)  # article x department
-        share = sp.csr_matrix(rows_of(self.parts["repurchase"].own_, users) @ dep)
+        share = sp.csr_matrix(self.rows("own", users) @ dep)
         total = np.asarray(share.sum(axis=1)).ravel()
         fav = row_top_k(sp.csr_matrix(sp.diags(1.0 / np.maximum(total, 1e-12)) @ share), favourites)
         rank = self.ctx["i_dep_rank"]  # each department's top-n selling articles, -1 padded
@@ -380,8 +510,8 @@ class Stage:
     def cf(self, users: np.ndarray, cache: dict[str, Any]) -> sp.csr_matrix:
         """(n_users, n_items) co-purchase scores: recency-weighted history @ item neighbours."""
         if "cf" not in cache:
-            itemcf = self.parts["itemcf"]
-            cache["cf"] = sp.csr_matrix(rows_of(itemcf.history_, users) @ itemcf.neighbours_)
+            neighbours = self.parts["itemcf"].neighbours_
+            cache["cf"] = sp.csr_matrix(self.rows("history", users) @ neighbours)
         return cache["cf"]
 
     def candidates(self, users: np.ndarray, sources: dict[str, int]) -> tuple[pl.DataFrame, dict]:
@@ -460,10 +590,10 @@ class Stage:
             cols["pair_cf"] = csr_values(self.cf(users, cache), rows, items)
         if "content" in self.parts:
             content = self.parts["content"]
-            sims = rows_of(self.parts["repurchase"].own_, users) @ content.neighbours_
+            sims = self.rows("own", users) @ content.neighbours_
             cols["pair_content"] = csr_values(sp.csr_matrix(sims), rows, items)
         if "segments" in self.parts:
-            segment = self.parts["segments"].segment_of(user)
+            segment = self.parts["segments"].segment_of(self.ids(users)[rows])
             cols["u_segment"] = segment.astype(np.float32)
         if "seg_dep" in ctx:  # affinity to the department: own purchase days, segment prior
             dep = ctx["dep_of"][items]
@@ -476,7 +606,10 @@ class Stage:
         if "als" in self.parts:
             als = self.parts["als"]
             u_f, i_f = als.user_factors_, als.item_factors_
-            cols["pair_als"] = np.einsum("ij,ij->i", u_f[user], i_f[items]).astype(np.float32)
+            ids = self.ids(users)[rows]
+            known = (ids >= 0) & (ids < len(u_f))
+            dot = np.einsum("ij,ij->i", u_f[np.where(known, ids, 0)], i_f[items])
+            cols["pair_als"] = np.where(known, dot, np.nan).astype(np.float32)
         ranks = [c for c in cand.columns if c.endswith("_rank")]
         extra = pl.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in cols.items()})
         return pl.concat([cand, extra], how="horizontal").with_columns(
@@ -505,9 +638,10 @@ def fit_stage(
     params: dict[str, dict[str, Any]],
     content: Any | None = None,
     threads: int = 1,
+    rows: bool = False,
 ) -> Stage:
     """Fit the models the sources and features need on `data` (`create_part`), and the feature
-    context."""
+    context (with `rows`, the customers' purchases too: the serving stage keeps them)."""
     names = ["repurchase", "decay"] + [
         s for s in sources if s not in ("repurchase", "decay", "variants", "departments")
     ]
@@ -516,7 +650,7 @@ def fit_stage(
     parts = {name: create_part(name, params, threads).fit(data) for name in names}
     if content is not None:
         parts["content"] = content
-    ctx = context(data)
+    ctx = context(data, rows)
     if "segments" in parts and "dep_of" in ctx:
         ctx["seg_dep"] = segment_departments(data, parts["segments"].segment_of, ctx["dep_of"])
     return Stage(parts, ctx)
@@ -595,6 +729,7 @@ class Ranker:
 
     booster_: list = field(default=None, init=False, repr=False)
     scales_: list = field(default=None, init=False, repr=False)
+    calibration_: list | None = field(default=None, init=False, repr=False)
     arrays_: dict[str, np.ndarray] = field(default=None, init=False, repr=False)
     parts_: dict = field(default=None, init=False, repr=False)
     ctx_: dict = field(default=None, init=False, repr=False)
@@ -635,17 +770,21 @@ class Ranker:
             if frame is not None:
                 weeks.append(frame)
         names = self._feature_names(weeks)
-        self.booster_, self.scales_, fits = [], [], []
+        self.booster_, self.scales_, self.calibration_, fits = [], [], None, []
         if sum(w["label"].sum() for w in weeks) > 0:
             full = pl.concat(weeks, how="diagonal_relaxed")
             del weeks  # one copy of the training rows from here on
+            total = np.zeros(full.height)
             for i, objective in enumerate(self.objectives()):
                 booster, stats = self._train(full, names, objective, self.seed + i)
                 raw = booster.predict(_matrix(full, names), raw_score=True)
                 self.booster_.append(booster.model_to_string())
                 self.scales_.append([float(raw.mean()), float(max(raw.std(), 1e-12))])
+                total += (raw - self.scales_[-1][0]) / self.scales_[-1][1]
                 fits.append(stats)
-            del full  # not held while the serving stage is fitted below
+            kept = np.array([1.0] + [w.get("negatives_kept", 1.0) for w in info])
+            self.calibration_ = calibrate(total, full["label"].to_numpy(), kept[full["week"]])
+            del full, total  # not held while the serving stage is fitted below
         else:
             log.warning(
                 "ranker: no purchases to learn from in the %d periods of label_days=%d before "
@@ -656,7 +795,7 @@ class Ranker:
             )  # fmt: skip
         self.features_ = names
         self.info_ = {"weeks": info, "boosters": fits}
-        stage = fit_stage(data, sources, params, content, self.threads)
+        stage = fit_stage(data, sources, params, content, self.threads, rows=True)
         self.arrays_, self.parts_ = pack(stage.parts)
         self.ctx_ = pack_values(stage.ctx, "ctx", self.arrays_)
         self._stage, self._boosters = stage, None
@@ -820,16 +959,51 @@ class Ranker:
         return self._boosters
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        return batched(users, lambda u: self._recommend(u, k, exclude_seen), batch=BATCH)
+        return batched(users, lambda u: self._recommend(u, None, k, exclude_seen), batch=BATCH)
 
-    def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
+        the last day of the data: the customer's features and candidates are recomputed with
+        them (`Stage.live_stage`), so a purchase moves the list at once, without refitting. An
+        unknown customer (-1) with purchases is ranked from them."""
+        users = np.asarray(users, dtype=np.int64)
+        if extra is None:
+            return self.recommend(users, k, exclude_seen=exclude_seen)
+        if "rows_indptr" not in self.stage().ctx:
+            log.warning(
+                "ranker: this model was saved by an older fashionrec without its customers' "
+                "purchases, so new purchases count only after a refit"
+            )
+            return self.recommend(users, k, exclude_seen=exclude_seen)
+
+        def part(pos: np.ndarray) -> Recs:
+            return self._recommend(users[pos], [extra[i] for i in pos], k, exclude_seen)
+
+        return batched(np.arange(len(users)), part, batch=BATCH)
+
+    def _recommend(
+        self, users: np.ndarray, extra: list[np.ndarray] | None, k: int, exclude_seen: bool
+    ) -> Recs:
         stage = self.stage()
         fallback = stage.parts["decay"].recommend(users, k, exclude_seen=exclude_seen)
+        if extra is not None:
+            if exclude_seen:  # nor the new purchases
+                new = extra_matrix(extra, stage.ctx["n_items"])
+                keep = ~hit_matrix(fallback.items, new)
+                fallback = first_k(fallback.items, fallback.scores, keep, k)
+            stage, users = stage.live_stage(users, extra), np.arange(len(users))
         warm = stage.warm(users)
         items = np.full((len(users), k), -1, np.int32)
         scores = np.full((len(users), k), -np.inf, np.float32)
         if warm.any():
-            ranked = self.rank(users[warm], k, exclude_seen=exclude_seen)
+            ranked = self.rank(users[warm], k, exclude_seen=exclude_seen, stage=stage)
             items[warm], scores[warm] = ranked.items, ranked.scores
         return fill(Recs(items, scores), fallback, k)
 
@@ -846,9 +1020,13 @@ class Ranker:
             total += (booster.predict(x, raw_score=True, num_threads=self.threads) - mean) / std
         return total
 
-    def rank(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        """Top k candidates of warm `users` by the ranker; scores in (0, 1) (a sigmoid)."""
-        frame = self.stage().frame(users, parse_sources(self.sources))
+    def rank(
+        self, users: np.ndarray, k: int, *, exclude_seen: bool = False, stage: Stage | None = None
+    ) -> Recs:
+        """Top k candidates of warm `users` by the ranker (of the serving stage, or of `stage`);
+        scores are the odds p / (1 - p) of the calibrated purchase probability p (`calibrate`;
+        untrained or uncalibrated: p = sigmoid(score)), so that `fill` shows 1 + p."""
+        frame = (stage or self.stage()).frame(users, parse_sources(self.sources))
         if exclude_seen:
             frame = frame.filter(pl.col("p_count") == 0)
         rows = frame["row"].to_numpy()
@@ -863,9 +1041,23 @@ class Ranker:
         out_items = np.full((len(users), k), -1, np.int32)
         out_scores = np.full((len(users), k), -np.inf, np.float64)
         out_items[rows[keep], rank[keep]] = item[keep]
-        with np.errstate(over="ignore"):
-            out_scores[rows[keep], rank[keep]] = 1.0 / (1.0 + np.exp(-score[keep]))
+        a, b = self.calibration_ or (1.0, 0.0)
+        out_scores[rows[keep], rank[keep]] = np.exp(np.clip(a * score[keep] + b, -15.0, 15.0))
         return first_k(out_items, out_scores.astype(np.float32), out_items >= 0, k)
+
+
+def calibrate(score: np.ndarray, label: np.ndarray, kept: np.ndarray) -> list[float]:
+    """[a, b] of the purchase probability sigmoid(a * score + b) (Platt scaling: a logistic
+    regression of the labels on the ensemble score), fitted on the training rows with each
+    negative weighted by 1 / the share of negatives kept in its period. In-sample, so somewhat
+    optimistic."""
+    from sklearn.linear_model import LogisticRegression
+
+    weight = np.where(label > 0, 1.0, 1.0 / np.maximum(kept, 1e-12))
+    if label.min() == label.max():  # one class: no slope to fit
+        return [0.0, 20.0 if label.max() > 0 else -20.0]
+    fit = LogisticRegression(C=1e6).fit(score[:, None], label, sample_weight=weight)
+    return [float(fit.coef_[0, 0]), float(fit.intercept_[0])]
 
 
 def _matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:

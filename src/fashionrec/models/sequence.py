@@ -38,6 +38,7 @@ from fashionrec.models.base import (
     popularity_fallback,
     rank_list,
     rows_of,
+    take_rows,
 )
 from fashionrec.models.torchutil import (
     block_rows,
@@ -85,19 +86,6 @@ def keep_last(indptr: np.ndarray, items: np.ndarray, n: int) -> tuple[np.ndarray
     np.cumsum(lengths, out=out[1:])
     idx = np.repeat(start - out[:-1], lengths) + np.arange(out[-1])
     return out, items[idx].astype(np.int32)
-
-
-def take_rows(
-    indptr: np.ndarray, items: np.ndarray, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indptr, items) of the rows `rows`; a row -1 (or out of range) is empty."""
-    known = (rows >= 0) & (rows < len(indptr) - 1)
-    safe = np.where(known, rows, 0)
-    lengths = np.where(known, np.diff(indptr)[safe], 0)
-    out = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out[1:])
-    idx = np.repeat(indptr[safe] - out[:-1], lengths) + np.arange(out[-1])
-    return out, items[idx]
 
 
 def append_rows(
