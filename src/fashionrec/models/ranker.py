@@ -221,7 +221,7 @@ def context(data: Dataset, rows: bool = False) -> dict[str, Any]:
     NaN where unknown), pair tables per customer x article / product / department, and the
     article -> product code / department maps. Ages count days before the cutoff (the day after
     the last one), so the last day has age 1. With `rows`, also each customer's purchases
-    (`rows_*`, by customer: what `Stage.live` recomputes the customer side from). The order of
+    (`rows_*`, by customer: what `Stage.live_stage` recomputes the customer side from). The order of
     the keys is the order of the features."""
     n_users, n_items = data.n_users, data.n_items
     tx = with_visits(
@@ -366,7 +366,7 @@ def _customer_rows(tx: pl.DataFrame, n_users: int) -> dict[str, np.ndarray]:
 
 @dataclass
 class Live:
-    """The customer side of a stage recomputed for some customers (`Stage.live`): row i is the
+    """The customer side of a stage recomputed for some customers (`Stage.live_stage`): row i is the
     customer `ids[i]` (-1: unknown) with the articles `extra[i]` bought after the fit."""
 
     ids: np.ndarray
@@ -419,11 +419,9 @@ class Stage:
         users = np.asarray(users, dtype=np.int64)
         indptr, pos = row_positions(ctx["rows_indptr"], users)
         new = extra_matrix(extra, ctx["n_items"])
-        new_rows = np.repeat(np.arange(len(users)), np.diff(new.indptr))
-        new_items = new.indices.astype(np.int32)
-        # one row per article and purchase, as in the transactions
-        counts = new.data.astype(np.int64)
-        new_rows, new_items = np.repeat(new_rows, counts), np.repeat(new_items, counts)
+        new_rows = np.repeat(np.arange(len(users)), [len(e) for e in extra])
+        new_items = np.concatenate([np.asarray(e, np.int32) for e in extra] or [np.zeros(0)])
+        new_items = new_items.astype(np.int32)
         columns = {
             "user": np.concatenate([np.repeat(np.arange(len(users)), np.diff(indptr)), new_rows]),
             "item": np.concatenate([ctx["rows_item"][pos], new_items]),
