@@ -3,7 +3,8 @@
 Every fold refits every model on the data before its test window (fold 0 is the last
 `--test-days` days). Prints the MAP@k / HR@k table (last window and mean over the folds, with fit
 and recommend seconds), the ratios to the best baseline and the best single model, the ranker's
-candidate recall per source and its feature importance; writes benchmarks/results/ranker.json
+candidate recall per source, its feature importance and the calibration of its scores (listed
+articles by predicted purchase probability: the share bought); writes benchmarks/results/ranker.json
 (with the ranker's training statistics per fold and the models counted as baselines and as single
 models) and the importance plot.
 
@@ -23,6 +24,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import itertools
 import json
 import logging
 import platform
@@ -35,14 +37,16 @@ import polars as pl
 from fashionrec.atomic import write_text
 from fashionrec.cli import parse_params
 from fashionrec.data.dataset import Dataset
-from fashionrec.data.split import rolling
-from fashionrec.evaluate import fit_recommend, markdown_table, score_recs, summarize
+from fashionrec.data.split import Split, rolling
+from fashionrec.evaluate import fit_recommend, markdown_table, score_recs, summarize, truth_of
+from fashionrec.metrics import hit_matrix
 from fashionrec.models.ranker import candidate_recall, feature_importance
 
 BASELINES = ("popular", "decay", "repurchase")
 SINGLE = ("popular", "decay", "repurchase", "itemcf", "als", "segments", "content", "bpr", "usercf")
 MODELS = "popular,decay,repurchase,itemcf,als,usercf,segments,weighted,switching,cascade,ranker"
 RESULTS = Path(__file__).parent / "results"
+RELIABILITY_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 log = logging.getLogger("ranker_bench")
 
 
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     k = args.k
     folds: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
     recall: list[pl.DataFrame] = []
+    calibration: list[pl.DataFrame] = []
     importance = None
     for f, split in enumerate(splits):
         log.info("fold %d: %s", f, split.label)
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if name == "ranker":
                 row["training"] = run_.model.info_  # per labelled period and per booster
                 recall.append(candidate_recall(run_.model, split.test).with_columns(fold=f))
+                calibration.append(listed_probabilities(run_.model, split, k))
                 if f == 0:
                     importance = feature_importance(run_.model, args.png)
             folds[name].append(row)
@@ -137,7 +143,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": ratios,
         "recall": None if recall_table is None else recall_table.to_dicts(),
         "importance": None if importance is None else importance.head(30).to_dicts(),
+        "calibration": reliability(pl.concat(calibration)).to_dicts() if calibration else None,
     }
+
+
+def listed_probabilities(model: Any, split: Split, k: int) -> pl.DataFrame:
+    """The ranker's predicted purchase probability (score - 1: its ranked tier) of every article
+    in the top k of the test buyers, and whether the buyer bought it in the test period."""
+    users, truth = truth_of(split.test)
+    recs = model.recommend(users, k)
+    hits = hit_matrix(recs.items, truth)
+    ranked = recs.scores >= 1.0  # the `decay` fill of customers without history scores below 1
+    return pl.DataFrame({"p": recs.scores[ranked] - 1.0, "bought": hits[ranked].astype(float)})
+
+
+def reliability(listed: pl.DataFrame, edges: tuple[float, ...] = RELIABILITY_BINS) -> pl.DataFrame:
+    """Listed articles by predicted probability bin: how many, the mean predicted probability
+    and the share bought (a reliability diagram as a table), and a last row for all."""
+    binned = listed.with_columns(
+        bin=pl.col("p").cut(
+            list(edges[1:-1]),
+            labels=[f"{a:g}-{b:g}" for a, b in itertools.pairwise(edges)],
+            left_closed=True,
+        )
+    )
+    rows = (
+        binned.group_by("bin")
+        .agg(
+            pl.len().alias("articles"), pl.col("p").mean().alias("mean_p"), pl.col("bought").mean()
+        )
+        .sort("mean_p")
+    )
+    total = listed.select(
+        pl.lit("all").alias("bin"),
+        pl.len().alias("articles"),
+        pl.col("p").mean().alias("mean_p"),
+        pl.col("bought").mean(),
+    )
+    return pl.concat([rows.with_columns(pl.col("bin").cast(pl.String)), total])
 
 
 def report(result: dict[str, Any]) -> str:
@@ -166,6 +209,9 @@ def report(result: dict[str, Any]) -> str:
                 result["recall"], ["candidates_per_user", "recall_last", "recall_mean"], "source"
             )
         ]
+    if result.get("calibration"):
+        out += ["", "Calibration: the ranker's listed articles by predicted probability", ""]
+        out += [markdown_table(result["calibration"], ["articles", "mean_p", "bought"], "bin")]
     if result["importance"]:
         out += ["", "Feature importance (fold 0, total gain)", ""]
         out += [markdown_table(result["importance"][:20], ["gain_share", "splits"], "feature")]

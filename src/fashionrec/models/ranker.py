@@ -772,17 +772,23 @@ class Ranker:
         if sum(w["label"].sum() for w in weeks) > 0:
             full = pl.concat(weeks, how="diagonal_relaxed")
             del weeks  # one copy of the training rows from here on
-            total = np.zeros(full.height)
+            total, held = np.zeros(full.height), []
             for i, objective in enumerate(self.objectives()):
-                booster, stats = self._train(full, names, objective, self.seed + i)
+                booster, stats, held_out = self._train(full, names, objective, self.seed + i)
                 raw = booster.predict(_matrix(full, names), raw_score=True)
                 self.booster_.append(booster.model_to_string())
                 self.scales_.append([float(raw.mean()), float(max(raw.std(), 1e-12))])
                 total += (raw - self.scales_[-1][0]) / self.scales_[-1][1]
+                held.append(held_out)
                 fits.append(stats)
+            # the probability: fitted on week 1's out-of-sample scores where there are (the
+            # training rows' own scores are too confident), else on the training rows
             kept = np.array([1.0] + [w.get("negatives_kept", 1.0) for w in info])
-            self.calibration_ = calibrate(total, full["label"].to_numpy(), kept[full["week"]])
-            del full, total  # not held while the serving stage is fitted below
+            rows = full["week"].to_numpy() == 1 if held[0] is not None else slice(None)
+            score = sum(held) if held[0] is not None else total
+            label, week = full["label"].to_numpy()[rows], full["week"].to_numpy()[rows]
+            self.calibration_ = calibrate(score, label, kept[week])
+            del full, total, held  # not held while the serving stage is fitted below
         else:
             log.warning(
                 "ranker: no purchases to learn from in the %d periods of label_days=%d before "
@@ -801,14 +807,17 @@ class Ranker:
 
     def _train(
         self, full: pl.DataFrame, names: list[str], objective: str, seed: int
-    ) -> tuple[Any, dict]:
+    ) -> tuple[Any, dict, np.ndarray | None]:
         """One booster: early-stopped on week 1 when there are earlier weeks to train on, then
-        refit with the best round count on every labelled week (week 1 too)."""
+        refit with the best round count on every labelled week (week 1 too). Also the
+        early-stopped booster's scores of the week 1 rows (out of sample), standardised on its
+        training rows as the refit's are; None without early stopping."""
         import lightgbm as lgb
 
         params = self._lgb_params(objective, seed)
         valid, train = full.filter(pl.col("week") == 1), full.filter(pl.col("week") > 1)
         rounds, stats = self.n_estimators, {"objective": objective, "seed": seed}
+        held_out = None
         if train.height and valid["label"].sum() > 0:
             eval_log: dict = {}
             booster = lgb.train(
@@ -826,13 +835,17 @@ class Ranker:
             rounds = max(1, booster.best_iteration or self.n_estimators)
             metric = next(iter(eval_log.get("valid", {}).values()), [])
             stats |= {"best_iteration": rounds, "valid_map": metric[rounds - 1] if metric else None}
+            fitted = booster.predict(_matrix(train, names), num_iteration=rounds, raw_score=True)
+            held_out = booster.predict(_matrix(valid, names), num_iteration=rounds, raw_score=True)
+            held_out = (held_out - fitted.mean()) / max(fitted.std(), 1e-12)
+        del train, valid
         booster = lgb.train(
             params,
             self._dataset(full, names, objective),
             num_boost_round=rounds,
             callbacks=[_log_rounds(f"{objective} refit")],
         )
-        return booster, stats | {"rounds": rounds}
+        return booster, stats | {"rounds": rounds}, held_out
 
     def _labelled(
         self,
@@ -1046,9 +1059,8 @@ class Ranker:
 
 def calibrate(score: np.ndarray, label: np.ndarray, kept: np.ndarray) -> list[float]:
     """[a, b] of the purchase probability sigmoid(a * score + b) (Platt scaling: a logistic
-    regression of the labels on the ensemble score), fitted on the training rows with each
-    negative weighted by 1 / the share of negatives kept in its period. In-sample, so somewhat
-    optimistic."""
+    regression of the labels on the ensemble score) with each negative weighted by 1 / the share
+    of negatives kept in its period."""
     from sklearn.linear_model import LogisticRegression
 
     weight = np.where(label > 0, 1.0, 1.0 / np.maximum(kept, 1e-12))
