@@ -221,11 +221,20 @@ def take_rows(
     return out, items[pos]
 
 
+def as_csr_lists(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, items) of a list of item-index arrays."""
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    parts = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
+    items = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return indptr, items
+
+
 def extra_matrix(extra: list[np.ndarray], n_items: int) -> sp.csr_matrix:
     """(len(extra), n_items) float32 CSR of purchase counts: row i counts the items in extra[i]."""
-    lengths = np.array([len(e) for e in extra], dtype=np.int64)
-    items = np.concatenate([np.asarray(e, dtype=np.int64) for e in extra]) if len(extra) else []
-    rows = np.repeat(np.arange(len(extra)), lengths)
+    indptr, items = as_csr_lists(extra)
+    rows = np.repeat(np.arange(len(extra)), np.diff(indptr))
     mat = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (rows, items)), shape=(len(extra), n_items)
     )

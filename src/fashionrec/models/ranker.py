@@ -52,6 +52,7 @@ from fashionrec.models import registry
 from fashionrec.models.base import (
     Recs,
     as_csr,
+    as_csr_lists,
     batched,
     extra_matrix,
     fill,
@@ -99,6 +100,12 @@ CUSTOMER_SKIP = ("user", "customer_id", "postal_code", "age")
 MAX_LEVELS = 64  # customers columns with more values are not used as features
 BATCH = 5_000  # users per batch of candidates and features (about 1M candidate rows)
 DAYS_7, DAYS_28 = 7, 28
+# Stage.rows: the source model and field that hold each per-customer matrix
+CUSTOMER_MATRICES = {
+    "own": ("repurchase", "own_"),
+    "history": ("itemcf", "history_"),
+    "seen": ("itemcf", "seen_"),
+}
 PRIOR_DAYS = 2.0  # dep_affinity: purchase days of the segment's taste added to the customer's
 
 
@@ -300,8 +307,9 @@ def context(data: Dataset, rows: bool = False) -> dict[str, Any]:
 
 
 def with_visits(tx: pl.DataFrame) -> pl.DataFrame:
-    """Transactions with `age` (days before the cutoff) + `repeat` (1.0: the customer bought the
-    article on an earlier day) and `visit` (the customer's shopping days, 1 = the last)."""
+    """Transactions that have `age` (days before the cutoff), with `repeat` (1.0: the customer
+    bought the article on an earlier day) and `visit` (the customer's shopping days, 1 = the
+    last) added."""
     first_buy = pl.col("age").max().over("user", "item")
     return tx.with_columns(
         repeat=(pl.col("age") < first_buy).cast(pl.Float32),
@@ -400,8 +408,13 @@ class Stage:
         ("history") or bought articles ("seen")."""
         if self.live is not None:
             return rows_of(getattr(self.live, what), users)
-        part = self.parts["repurchase" if what == "own" else "itemcf"]
-        return rows_of(part.own_ if what == "own" else getattr(part, f"{what}_"), users)
+        part, name = CUSTOMER_MATRICES[what]
+        return rows_of(getattr(self.parts[part], name), users)
+
+    @property
+    def keeps_rows(self) -> bool:
+        """Whether the context holds the customers' purchases (`live_stage` needs them)."""
+        return "rows_indptr" in self.ctx
 
     def live_stage(self, users: np.ndarray, extra: list[np.ndarray]) -> Stage:
         """This stage for `users` (-1: unknown), each with the articles `extra[i]` bought after
@@ -411,7 +424,7 @@ class Stage:
         a purchase on the last day. The article features and the source models stay as fitted
         (the ALS user factors too). Users of the returned stage are 0..len(users)-1."""
         ctx = self.ctx
-        if "rows_indptr" not in ctx:
+        if not self.keeps_rows:
             raise ConfigError(
                 "ranker: this model was saved without its customers' purchases, so it cannot "
                 "count new ones; refit it to serve live updates"
@@ -419,9 +432,8 @@ class Stage:
         users = np.asarray(users, dtype=np.int64)
         indptr, pos = row_positions(ctx["rows_indptr"], users)
         new = extra_matrix(extra, ctx["n_items"])
-        new_rows = np.repeat(np.arange(len(users)), [len(e) for e in extra])
-        new_items = np.concatenate([np.asarray(e, np.int32) for e in extra] or [np.zeros(0)])
-        new_items = new_items.astype(np.int32)
+        new_indptr, new_items = as_csr_lists(extra)
+        new_rows = np.repeat(np.arange(len(users)), np.diff(new_indptr))
         columns = {
             "user": np.concatenate([np.repeat(np.arange(len(users)), np.diff(indptr)), new_rows]),
             "item": np.concatenate([ctx["rows_item"][pos], new_items]),
@@ -784,8 +796,10 @@ class Ranker:
             # the probability: fitted on week 1's out-of-sample scores where there are (the
             # training rows' own scores are too confident), else on the training rows
             kept = np.array([1.0] + [w.get("negatives_kept", 1.0) for w in info])
-            rows = full["week"].to_numpy() == 1 if held[0] is not None else slice(None)
-            score = sum(held) if held[0] is not None else total
+            if held[0] is not None:
+                rows, score = full["week"].to_numpy() == 1, sum(held)
+            else:
+                rows, score = slice(None), total
             label, week = full["label"].to_numpy()[rows], full["week"].to_numpy()[rows]
             self.calibration_ = calibrate(score, label, kept[week])
             del full, total, held  # not held while the serving stage is fitted below
@@ -987,7 +1001,7 @@ class Ranker:
         users = np.asarray(users, dtype=np.int64)
         if extra is None:
             return self.recommend(users, k, exclude_seen=exclude_seen)
-        if "rows_indptr" not in self.stage().ctx:
+        if not self.stage().keeps_rows:
             log.warning(
                 "ranker: this model was saved by an older fashionrec without its customers' "
                 "purchases, so new purchases count only after a refit"

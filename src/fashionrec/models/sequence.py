@@ -32,6 +32,7 @@ from fashionrec.data.seqrec import ORDERS, drop_repeats, keep_where, owners, reo
 from fashionrec.errors import ConfigError
 from fashionrec.models.base import (
     Recs,
+    as_csr_lists,
     batched,
     extra_matrix,
     first_k,
@@ -99,16 +100,6 @@ def append_rows(
     np.cumsum(np.bincount(rows, minlength=len(a[0]) - 1), out=indptr[1:])
     from_b = np.concatenate([np.zeros(len(a[1]), dtype=bool), np.ones(len(b[1]), dtype=bool)])
     return indptr, np.concatenate([a[1], b[1]]).astype(np.int64)[order], from_b[order]
-
-
-def as_csr_lists(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(indptr, items) of a list of item-index arrays."""
-    lengths = np.array([len(h) for h in histories], dtype=np.int64)
-    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    parts = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
-    items = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    return indptr, items
 
 
 # ---------------------------------------------------------------------------------------------
