@@ -26,7 +26,7 @@ from fashionrec.models.als import (
     pruned_top_k,
     repeat_share,
 )
-from fashionrec.models.base import top_k_dense
+from fashionrec.models.base import Recs, extra_matrix, top_k_dense
 
 from .conftest import write_tables
 
@@ -102,12 +102,89 @@ def test_unsold_articles_are_never_recommended(tastes: Dataset, search: str) -> 
 
 def test_confidence_is_one_plus_alpha_times_decayed_counts(known_dataset: Dataset) -> None:
     model = ALS(alpha=2.0, half_life=7.0)
-    confidence = model._matrix(known_dataset)
+    model.seen_ = model._weights(known_dataset)
+    confidence = model._matrix()
     u0, a4 = known_dataset.user_ids.to_index(["u0"])[0], known_dataset.item_ids.to_index(["A4"])[0]
     # u0 bought A4 1, 2 and 4 days before the newest date
     expected = 1 + 2.0 * sum(0.5 ** (d / 7.0) for d in (1, 2, 4))
     assert confidence[u0, a4] == pytest.approx(expected, rel=1e-5)
     assert confidence.nnz == known_dataset.user_items().nnz
+
+
+def test_fold_in_solves_the_normal_equations(tastes: Dataset) -> None:
+    """A customer's vector with a new purchase is the least-squares solution given the article
+    vectors (Hu, Koren & Volinsky, eq. 4), on the purchases weighted as in the fit."""
+    model = ALS(**SMALL, alpha=4.0).fit(tastes)
+    y0, x0 = tastes.user_ids.to_index(["y0"])[0], tastes.item_ids.to_index(["X0"])[0]
+    new = extra_matrix([np.array([x0])], tastes.n_items)
+    got = model.user_vectors(np.array([y0]), new)[0]
+    row = (model.seen_[y0] + new).toarray().ravel()  # the fit's weights, plus 1 for X0
+    assert row[x0] == 1.0 and (row > 0).sum() == 4  # Y0, Y1, Y2 and X0
+    factors = model.item_factors_.astype(np.float64)
+    c = 1.0 + 4.0 * row
+    a = factors.T @ (factors * c[:, None]) + 0.1 * np.eye(8)
+    want = np.linalg.solve(a, factors.T @ (c * (row > 0)))
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+    # without new purchases, or for a customer without new ones, the fitted vectors
+    fitted = model.user_vectors(np.array([y0, -1]))
+    np.testing.assert_array_equal(fitted[0], model.user_factors_[y0])
+    assert np.isnan(fitted[1]).all()
+
+
+def test_fold_in_of_own_purchases_gives_back_the_fitted_vectors(retail: Dataset) -> None:
+    """Solved exactly from a customer's own purchases, the vector is the conjugate-gradient
+    one of the fit, to within its tolerance (the fold-in of a new purchase starts from there)."""
+    model = ALS().fit(retail)
+    users = np.random.default_rng(0).choice(retail.buyers(), 300, replace=False)
+    fitted = model.user_vectors(users)
+    folded = model._fold_in(model.seen_[users])
+    cos = (fitted * folded).sum(1) / np.linalg.norm(fitted, axis=1) / np.linalg.norm(folded, axis=1)
+    assert np.median(cos) > 0.999 and cos.min() > 0.99
+    same = [
+        len(set(a) & set(b))
+        for a, b in zip(
+            model._top(fitted, 12, None).items, model._top(folded, 12, None).items, strict=True
+        )
+    ]
+    assert np.mean(same) / 12 > 0.98
+
+
+def test_recommend_with_folds_in_new_purchases(
+    tastes: Dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = ALS(**SMALL).fit(tastes)
+    users = tastes.user_ids.to_index(["x0", "t", "y0"])
+    x0, y0 = tastes.item_ids.to_index(["X0", "Y0"])
+    # nothing new: the fitted lists, to the bit
+    fitted = model.recommend(users, 4)
+    none = model.recommend_with(users, [np.array([], np.int64)] * 3, 4)
+    np.testing.assert_array_equal(none.items, fitted.items)
+    np.testing.assert_array_equal(none.scores, fitted.scores)
+    # an unknown customer who buys X0 gets the rest of the X group, not popularity
+    unknown = model.recommend_with(np.array([-1, -1]), [np.array([x0]), np.array([y0])], 2)
+    assert sorted(names(tastes, unknown.items[0])) == ["X1", "X2"]
+    assert sorted(names(tastes, unknown.items[1])) == ["Y1", "Y2"]
+    assert (model.recommend(np.array([-1]), 2).items[0] != unknown.items[0]).any()
+    # t (X0, X1) buys Y0: Y1 and Y2 now score higher for t, and Y0 is not offered (no re-buys)
+    t = users[1:2]
+    before = model.recommend(t, 6)
+    after = model.recommend_with(t, [np.array([y0])], 6)
+    assert "Y0" not in names(tastes, after.items[0])
+
+    def score(recs: Recs, name: str) -> float:
+        return float(recs.scores[0][names(tastes, recs.items[0]).index(name)])
+
+    for name in ("Y1", "Y2"):
+        assert score(after, name) > score(before, name) + 0.1
+    # the saved artifact serves the same; one saved before the weights were kept (binary
+    # purchases, no `weighted_`) serves the fitted list and says so
+    artifacts.save(model, tmp_path / "als")
+    loaded = artifacts.load(tmp_path / "als")
+    np.testing.assert_array_equal(loaded.recommend_with(t, [np.array([y0])], 6).items, after.items)
+    loaded.weighted_ = None
+    old = loaded.recommend_with(t, [np.array([y0])], 6)
+    np.testing.assert_array_equal(old.items, before.items)
+    assert "new purchases count after a refit" in caplog.text
 
 
 def test_ann_matches_exact_on_real_data(retail: Dataset, tmp_path: Path) -> None:

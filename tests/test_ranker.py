@@ -16,6 +16,7 @@ from fashionrec import artifacts
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models import registry
+from fashionrec.models.base import extra_matrix
 from fashionrec.models.ranker import (
     calibrate,
     candidate_recall,
@@ -279,6 +280,27 @@ def test_live_stage_equals_the_context_with_the_new_purchases() -> None:
     for col in ("repurchase_score", "repurchase_rank", "variants_score"):
         np.testing.assert_allclose(got[col].to_numpy(), want[col].to_numpy(), rtol=1e-6)
     assert live.warm(np.array([0, 1])).all() and not stage.warm(np.array([3]))[0]
+
+
+def test_live_stage_folds_the_als_vectors_in() -> None:
+    """`pair_als` and the `als` source of the live stage use the customer vectors folded in
+    with the posted purchases, so an unknown customer gets scores too."""
+    sources = parse_sources("repurchase:6,als:3")
+    stage = fit_stage(SMALL, sources, {"als": {"factors": 4, "regularization": 0.1}}, rows=True)
+    als, users, extra = stage.parts["als"], np.array([0, -1]), [np.array([4]), np.array([5])]
+    live = stage.live_stage(users, extra)
+    got = live.frame(np.array([0, 1]), sources)
+    vectors = als.user_vectors(users, extra_matrix(extra, 6))
+    assert not np.isnan(vectors).any()
+    want = np.einsum("ij,ij->i", vectors[got["row"]], als.item_factors_[got["item"]])
+    np.testing.assert_allclose(got["pair_als"].to_numpy(), want, rtol=1e-5, atol=1e-7)
+    fitted = stage.frame(np.array([0]), sources).sort("item")
+    own = got.filter(pl.col("row") == 0).join(fitted.select("item"), on="item").sort("item")
+    assert not np.allclose(own["pair_als"].to_numpy(), fitted["pair_als"].to_numpy())
+    for row in (0, 1):  # the als source's candidates are those of ALS.recommend_with
+        recs = als.recommend_with(users[row : row + 1], extra[row : row + 1], 3)
+        mine = got.filter(pl.col("row") == row).drop_nulls("als_rank").sort("als_rank")
+        assert mine["item"].to_list() == [i for i in recs.items[0].tolist() if i >= 0]
 
 
 def switch_rows(weeks: int = 8, n_users: int = 40, seed: int = 0) -> list[tuple[int, int, int]]:

@@ -57,6 +57,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "ds", root / "registry"
 
 
+def settings_in(root: Path) -> Settings:
+    """The service of `root`/ds and the registry `root`/registry, with its own feedback store."""
+    return Settings(
+        models=root / "registry", dataset=root / "ds", store=root / "fb.sqlite3", api_key="test-key"
+    )
+
+
 @pytest.fixture
 def client(served: tuple[Path, Path], tmp_path: Path):
     dataset, registry = served
@@ -464,13 +471,7 @@ def test_ranker_list_follows_a_posted_purchase(tmp_path: Path) -> None:
     model = registry.create("ranker", **RANKER_FAST).fit(data)
     path = artifacts.save(model, tmp_path / "art", dataset_hash=data.hash)
     versions.publish(path, tmp_path / "registry", serve=True)
-    settings = Settings(
-        models=tmp_path / "registry",
-        dataset=tmp_path / "ds",
-        store=tmp_path / "fb.sqlite3",
-        api_key="test-key",
-    )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings_in(tmp_path))) as c:
         before = articles(c.get("/customers/c0/recommendations?k=3"))
         body = {"customer_id": "c0", "article_id": "A13", "event": "purchase"}  # never bought
         assert "A13" not in before[:1]
@@ -478,3 +479,26 @@ def test_ranker_list_follows_a_posted_purchase(tmp_path: Path) -> None:
         after = c.get("/customers/c0/recommendations?k=3").json()
         assert after["model"] == "ranker" and after["items"][0]["article_id"] == "A13"
         assert 1.0 < after["items"][0]["score"] < 2.0
+
+
+def test_als_list_follows_a_posted_purchase(tmp_path: Path) -> None:
+    """ALS folds a posted purchase into the customer's vector: a customer unknown at the fit
+    who buys an article of one taste group is offered the rest of that group, not the more
+    popular other group."""
+    start = date(2024, 3, 1)
+    rows = [
+        (str(start + timedelta(days=i % 20 + j)), f"{g}{i}", f"{g.upper()}{j}")
+        for g, n in (("x", 10), ("y", 20))  # Y is the more popular group
+        for i in range(n)
+        for j in range(3)
+    ]
+    write_tables(tmp_path / "src", rows, ["X0", "X1", "X2", "Y0", "Y1", "Y2"])
+    ingest(tmp_path / "src", tmp_path / "ds")
+    publish_all(tmp_path / "ds", tmp_path / "registry", ["als"], "als")
+    with TestClient(create_app(settings_in(tmp_path))) as c:
+        before = c.get("/customers/newcomer/recommendations?k=2")
+        assert not before.json()["known_customer"] and articles(before)[0].startswith("Y")
+        body = {"customer_id": "newcomer", "article_id": "X0", "event": "purchase"}
+        assert c.post("/feedback", json=body, headers=KEY).status_code == 200
+        after = c.get("/customers/newcomer/recommendations?k=2")
+        assert after.json()["model"] == "als" and sorted(articles(after)) == ["X1", "X2"]

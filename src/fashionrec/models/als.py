@@ -7,6 +7,9 @@ cannot reach a customer's top k skipped by a norm bound (`search="pruned"`, 5-6x
 implicit's recommend on the H&M week), or approximate through a faiss HNSW index
 (`search="ann"`, the "AALS" baseline of the H&M thesis: ALS + an ANN index).
 Customers without training purchases (and unknown ones, -1) get time-decayed popularity.
+ALS also serves purchases made after the fit (`recommend_with`): the customer's vector is solved
+again from their purchases plus the new ones against the fixed article vectors ("fold-in", Hu,
+Koren & Volinsky 2008, eq. 4), so a posted purchase moves the list without a refit.
 `rebuy` says whether a customer's own bought articles may come back (None: yes when at least 1%
 of the training purchases repeat a (customer, article) pair, as in retail; no for rating data
 such as MovieLens, where nobody rates a film twice).
@@ -33,6 +36,7 @@ from fashionrec.metrics import hit_matrix
 from fashionrec.models.base import (
     Recs,
     batched,
+    extra_matrix,
     first_k,
     popularity_fallback,
     rank_list,
@@ -319,7 +323,8 @@ class _Factors:
     user_factors_: np.ndarray = field(default=None, init=False, repr=False)
     item_factors_: np.ndarray = field(default=None, init=False, repr=False)
     trained_: np.ndarray = field(default=None, init=False, repr=False)
-    seen_: sp.csr_matrix = field(default=None, init=False, repr=False)
+    seen_: sp.csr_matrix = field(default=None, init=False, repr=False)  # purchases, as weighted
+    weighted_: bool = field(default=None, init=False, repr=False)  # False: seen_ is binary (older)
     fill_items_: np.ndarray = field(default=None, init=False, repr=False)
     fill_scores_: np.ndarray = field(default=None, init=False, repr=False)
     rebuy_: bool = field(default=None, init=False, repr=False)
@@ -330,13 +335,22 @@ class _Factors:
     def _implicit(self) -> Any:
         raise NotImplementedError
 
-    def _matrix(self, data: Dataset) -> sp.csr_matrix:
+    def _weights(self, data: Dataset) -> sp.csr_matrix:
+        """The customer x article purchase weights the model is fitted on."""
+        raise NotImplementedError
+
+    def _matrix(self) -> sp.csr_matrix:
+        """The matrix implicit fits, from `seen_`."""
+        raise NotImplementedError
+
+    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+        """Customer vectors solved from purchase rows weighted as `seen_`."""
         raise NotImplementedError
 
     def fit(self, data: Dataset) -> Self:
         if self.search not in SEARCHES:
             raise ConfigError(f"{self.name}: search must be one of {SEARCHES}, not {self.search!r}")
-        self.seen_ = data.user_items(binary=True)
+        self.seen_, self.weighted_ = self._weights(data), True
         self.trained_ = np.flatnonzero(data.item_popularity() > 0).astype(np.int32)
         self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
         share = repeat_share(data)
@@ -346,14 +360,14 @@ class _Factors:
         with threadpool_limits(1, "blas"):
             model = self._implicit()
             if self.seen_.nnz:
-                model.fit(self._matrix(data), show_progress=False)
+                model.fit(self._matrix(), show_progress=False)
                 users, items = model.user_factors, model.item_factors
             else:
                 users = np.zeros((data.n_users, 1), np.float32)
                 items = np.zeros((data.n_items, 1), np.float32)
         self.user_factors_ = np.ascontiguousarray(users, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(items, dtype=np.float32)
-        self._index = self._scan = None
+        self._index = self._scan = self._solver = None
         return self
 
     # ---- recommend ---------------------------------------------------------------------------
@@ -361,8 +375,12 @@ class _Factors:
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
         return batched(users, lambda u: self._recommend(u, k, exclude_seen))
 
-    def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
+    def _recommend(
+        self, users: np.ndarray, k: int, exclude_seen: bool, new: sp.csr_matrix | None = None
+    ) -> Recs:
         seen = rows_of(self.seen_, users)
+        if new is not None:  # purchases after the fit (recommend_with)
+            seen = sp.csr_matrix(seen + new)
         warm = np.diff(seen.indptr) > 0  # unknown users (-1) have empty rows
         items = np.full((len(users), k), -1, np.int32)
         scores = np.full((len(users), k), -np.inf, np.float32)
@@ -371,13 +389,29 @@ class _Factors:
             items[~warm], scores[~warm] = cold.items, cold.scores
         if warm.any():
             exclude = seen[warm] if exclude_seen or not self.rebuy_ else None
-            part = self._top(users[warm], k, exclude)
+            queries = self.user_vectors(users[warm], None if new is None else new[warm])
+            part = self._top(queries, k, exclude)
             items[warm], scores[warm] = part.items, part.scores
         return Recs(items, scores)
 
-    def _top(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> Recs:
-        """Top k trained articles for warm `users` by factor score (exact, pruned or ANN)."""
-        queries = self.user_factors_[users]
+    def user_vectors(self, users: np.ndarray, new: sp.csr_matrix | None = None) -> np.ndarray:
+        """(len(users), factors) float32 customer vectors: as fitted (NaN for unknown users, -1),
+        or, for a row of `new` (articles bought after the fit, counted as bought on the last day)
+        with purchases, folded in from the customer's purchases plus those. An artifact saved
+        before `seen_` kept the weights ignores `new`."""
+        users = np.asarray(users, dtype=np.int64)
+        known = (users >= 0) & (users < len(self.user_factors_))
+        out = self.user_factors_[np.where(known, users, 0)].copy()
+        out[~known] = np.nan
+        if new is not None and new.nnz and self.weighted_:
+            fresh = np.flatnonzero(np.diff(new.indptr) > 0)
+            rows = sp.csr_matrix(rows_of(self.seen_, users[fresh]) + new[fresh])
+            out[fresh] = self._fold_in(rows)
+        return out
+
+    def _top(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> Recs:
+        """Top k trained articles for the customer vectors `queries` by factor score (exact,
+        pruned or ANN)."""
         exclude = None if exclude is None else subset_columns(exclude, self.trained_)
         with threadpool_limits(self.threads, "blas"):
             if self.search == "exact":
@@ -480,10 +514,56 @@ class ALS(_Factors):
             num_threads=self.threads,  # users (items) are solved independently: deterministic
         )
 
-    def _matrix(self, data: Dataset) -> sp.csr_matrix:
-        confidence = data.user_items(half_life=self.half_life)
+    def _weights(self, data: Dataset) -> sp.csr_matrix:
+        return data.user_items(half_life=self.half_life)
+
+    def _matrix(self) -> sp.csr_matrix:
+        confidence = self.seen_.copy()
         confidence.data = 1.0 + np.float32(self.alpha) * confidence.data
         return confidence
+
+    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+        """The least-squares customer vectors of `rows` given the fitted article vectors, solved
+        exactly (implicit's `recalculate_user`, Cholesky), where the fit used conjugate gradient
+        steps: a customer's folded-in vector is close to, not equal to, the fitted one."""
+        if getattr(self, "_solver", None) is None:
+            self._solver = AlternatingLeastSquares(
+                factors=self.item_factors_.shape[1],
+                regularization=self.regularization,
+                alpha=1.0,  # the confidence is in the rows, as in the fit
+                num_threads=self.threads,
+            )
+            self._solver.item_factors = self.item_factors_
+        confidence = rows.copy()
+        confidence.data = 1.0 + np.float32(self.alpha) * confidence.data
+        with threadpool_limits(1, "blas"):
+            return self._solver.recalculate_user(np.arange(rows.shape[0]), confidence)
+
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
+        the last day: those customers' vectors are folded in again (`user_vectors`), so an
+        unknown customer with purchases gets a personal list too."""
+        users = np.asarray(users, dtype=np.int64)
+        if extra is not None and not self.weighted_:
+            log.warning(
+                "%s: saved by an older fashionrec; new purchases count after a refit", self.name
+            )
+            extra = None
+        if extra is None:
+            return self.recommend(users, k, exclude_seen=exclude_seen)
+        new = extra_matrix(extra, self.seen_.shape[1])
+
+        def part(pos: np.ndarray) -> Recs:
+            return self._recommend(users[pos], k, exclude_seen, new[pos])
+
+        return batched(np.arange(len(users)), part)
 
 
 @dataclass
@@ -514,5 +594,8 @@ class BPR(_Factors):
             num_threads=1,  # Hogwild SGD races between threads: one thread is reproducible
         )
 
-    def _matrix(self, data: Dataset) -> sp.csr_matrix:
+    def _weights(self, data: Dataset) -> sp.csr_matrix:
         return data.user_items(binary=True)
+
+    def _matrix(self) -> sp.csr_matrix:
+        return self.seen_

@@ -379,6 +379,7 @@ class Live:
 
     ids: np.ndarray
     extra: list[np.ndarray]
+    new: sp.csr_matrix  # `extra` as counts per article
     own: sp.csr_matrix  # the customers' own articles, as `repurchase` weighs them
     history: sp.csr_matrix  # recency-weighted purchases, as `itemcf` weighs them
     seen: sp.csr_matrix  # bought articles (1.0)
@@ -421,8 +422,9 @@ class Stage:
         the fit counted as bought on the last day of the data (age 1, at the last price): the
         customer features and pair tables are recomputed from the stored purchases plus these,
         and the own articles, co-purchase history and seen articles get them with the weight of
-        a purchase on the last day. The article features and the source models stay as fitted
-        (the ALS user factors too). Users of the returned stage are 0..len(users)-1."""
+        a purchase on the last day. The article features and the source models stay as fitted,
+        but the ALS customer vectors are folded in again (`pair_als` and the `als` source). Users
+        of the returned stage are 0..len(users)-1."""
         ctx = self.ctx
         if not self.keeps_rows:
             raise ConfigError(
@@ -460,7 +462,7 @@ class Stage:
                 live_ctx[key] = np.where(known, ctx[key][np.where(known, users, 0)], np.nan)
         seen = sp.csr_matrix((self.rows("seen", users) + new) > 0, dtype=np.float32)
         own, history = self.rows("own", users) + new, self.rows("history", users) + new
-        return Stage(self.parts, live_ctx, Live(users, list(extra), own, history, seen))
+        return Stage(self.parts, live_ctx, Live(users, list(extra), new, own, history, seen))
 
     # ---- candidates ----------------------------------------------------------------------------
 
@@ -614,12 +616,10 @@ class Stage:
             )
             cols["dep_draw"] = cols["dep_affinity"] * cols["i_dep_share"]
         if "als" in self.parts:
-            als = self.parts["als"]
-            u_f, i_f = als.user_factors_, als.item_factors_
-            ids = self.ids(users)[rows]
-            known = (ids >= 0) & (ids < len(u_f))
-            dot = np.einsum("ij,ij->i", u_f[np.where(known, ids, 0)], i_f[items])
-            cols["pair_als"] = np.where(known, dot, np.nan).astype(np.float32)
+            new = None if self.live is None else rows_of(self.live.new, users)
+            vectors = self.parts["als"].user_vectors(self.ids(users), new)  # NaN: unknown
+            dot = np.einsum("ij,ij->i", vectors[rows], self.parts["als"].item_factors_[items])
+            cols["pair_als"] = dot.astype(np.float32)
         ranks = [c for c in cand.columns if c.endswith("_rank")]
         extra = pl.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in cols.items()})
         return pl.concat([cand, extra], how="horizontal").with_columns(

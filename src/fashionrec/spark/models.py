@@ -432,7 +432,9 @@ def _als(model: Any, data: SparkData, reg_param: float | None) -> Any:
 
     model.user_factors_ = factors(fitted.userFactors, data.n_users, "user_factors")
     model.item_factors_ = factors(fitted.itemFactors, data.n_items, "item_factors")
-    model.seen_ = data.user_items(binary=True)
+    # the weights, as in ALS.fit, for the fold-in of new purchases (with `regularization`: close
+    # to, not equal to, Spark's per-rating regParam)
+    model.seen_, model.weighted_ = data.user_items(model.half_life), True
     model.trained_ = np.flatnonzero(data.item_popularity() > 0).astype(np.int32)
     model.fill_items_, model.fill_scores_ = popularity_fallback(data, model.fill_half_life)
     share = data.repeat_share_rows()
