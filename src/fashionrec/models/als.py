@@ -18,7 +18,7 @@ such as MovieLens, where nobody rates a film twice).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, Self, get_args
@@ -83,17 +83,29 @@ def subset_columns(mat: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((mat.data, pos, mat.indptr), shape=(mat.shape[0], len(columns)))
 
 
+def gemm_layout(items: np.ndarray) -> np.ndarray:
+    """(factors, n rounded up to BLOCK) float32: `items` transposed and contiguous, the fastest
+    GEMM layout here, zero-padded to whole blocks for exact_top_k's pre-selection."""
+    padded = np.zeros((items.shape[1], -(-len(items) // BLOCK) * BLOCK), np.float32)
+    padded[:, : len(items)] = items.T
+    return padded
+
+
 def exact_top_k(
-    queries: np.ndarray, items: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+    queries: np.ndarray,
+    items: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    layout: np.ndarray | None = None,
 ) -> Recs:
     """Top k rows of `items` by inner product with each query (best first); `exclude`
-    (queries x items, sparse) marks entries never to return. Queries go in chunks whose dense
-    score block is SCORE_CELLS large (measured fastest: big enough for BLAS, small enough for
-    the cache)."""
+    (queries x items, sparse) marks entries never to return. `layout`: `gemm_layout(items)`,
+    when the caller keeps it (building it is most of the time of a single query). Queries go in
+    chunks whose dense score block is SCORE_CELLS large (measured fastest: big enough for BLAS,
+    small enough for the cache)."""
     n = len(items)
-    blocks = -(-n // BLOCK) if n > 4 * k * BLOCK else 0  # short catalogues: no pre-selection
-    padded = np.zeros((items.shape[1], blocks * BLOCK if blocks else n), np.float32)
-    padded[:, :n] = items.T  # contiguous (factors, items): the fastest GEMM layout here
+    padded = gemm_layout(items) if layout is None else layout
+    blocks = padded.shape[1] // BLOCK if n > 4 * k * BLOCK else 0  # short: no pre-selection
     rows = max(16, SCORE_CELLS // max(n, 1))
     parts = []
     for s in range(0, len(queries), rows):
@@ -367,7 +379,7 @@ class _Factors:
                 items = np.zeros((data.n_items, 1), np.float32)
         self.user_factors_ = np.ascontiguousarray(users, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(items, dtype=np.float32)
-        self._index = self._scan = self._solver = None
+        self._cache = {}
         return self
 
     # ---- recommend ---------------------------------------------------------------------------
@@ -415,7 +427,7 @@ class _Factors:
         exclude = None if exclude is None else subset_columns(exclude, self.trained_)
         with threadpool_limits(self.threads, "blas"):
             if self.search == "exact":
-                recs = exact_top_k(queries, self._trained_factors(), k, exclude)
+                recs = exact_top_k(queries, self._trained_factors(), k, exclude, self._gemm())
             elif self.search == "pruned":
                 recs = pruned_top_k(queries, self._norm_scan(), k, exclude)
             else:
@@ -428,28 +440,40 @@ class _Factors:
                         self._trained_factors(),
                         k,
                         None if exclude is None else exclude[short],
+                        self._gemm(),
                     )
                     recs.items[short], recs.scores[short] = redo.items, redo.scores
         # positions among the trained articles -> article indices
         items = np.where(recs.items >= 0, self.trained_[np.maximum(recs.items, 0)], -1)
         return Recs(items.astype(np.int32), recs.scores)
 
+    def _built(self, name: str, build: Callable[[], Any]) -> Any:
+        """A serving structure built on first use, kept, never saved (`fit` clears them)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if name not in cache:
+            cache[name] = build()
+        return cache[name]
+
     def _trained_factors(self) -> np.ndarray:
         """Factors of the articles sold in training: the others' factors mean nothing."""
-        return self.item_factors_[self.trained_]
+        return self._built("trained", lambda: self.item_factors_[self.trained_])
+
+    def _gemm(self) -> np.ndarray:
+        """The trained articles' `gemm_layout` for the exact search."""
+        return self._built("gemm", lambda: gemm_layout(self._trained_factors()))
+
+    def _unit_factors(self) -> np.ndarray:
+        """The trained articles' factors scaled to length 1 (cosine for `similar`)."""
+        vectors = self._trained_factors()
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _norm_scan(self) -> NormScan:
-        """The trained articles in norm order for the pruned search, built on first use (not
-        saved)."""
-        if getattr(self, "_scan", None) is None:
-            self._scan = norm_scan(self._trained_factors())
-        return self._scan
+        """The trained articles in norm order for the pruned search."""
+        return self._built("scan", lambda: norm_scan(self._trained_factors()))
 
     def _ann_index(self) -> faiss.Index:
-        """The HNSW index over the trained articles, built on first use (not saved)."""
-        if getattr(self, "_index", None) is None:
-            self._index = hnsw_index(self._trained_factors())
-        return self._index
+        """The HNSW index over the trained articles."""
+        return self._built("index", lambda: hnsw_index(self._trained_factors()))
 
     # ---- item to item ------------------------------------------------------------------------
 
@@ -469,11 +493,14 @@ class _Factors:
         out_items = np.full((n, k), -1, np.int32)
         out_scores = np.full((n, k), -np.inf, np.float32)
         if known.any():
-            vectors = self._trained_factors()
-            unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            unit = self._built("unit", self._unit_factors)
             with threadpool_limits(self.threads, "blas"):
                 recs = exact_top_k(
-                    unit[pos[known]], unit, k, subset_columns(itself[known], trained)
+                    unit[pos[known]],
+                    unit,
+                    k,
+                    subset_columns(itself[known], trained),
+                    self._built("unit_gemm", lambda: gemm_layout(unit)),
                 )
             out_items[known] = np.where(recs.items >= 0, trained[np.maximum(recs.items, 0)], -1)
             out_scores[known] = recs.scores
@@ -526,18 +553,23 @@ class ALS(_Factors):
         """The least-squares customer vectors of `rows` given the fitted article vectors, solved
         exactly (implicit's `recalculate_user`, Cholesky), where the fit used conjugate gradient
         steps: a customer's folded-in vector is close to, not equal to, the fitted one."""
-        if getattr(self, "_solver", None) is None:
-            self._solver = AlternatingLeastSquares(
-                factors=self.item_factors_.shape[1],
-                regularization=self.regularization,
-                alpha=1.0,  # the confidence is in the rows, as in the fit
-                num_threads=self.threads,
-            )
-            self._solver.item_factors = self.item_factors_
+
+        def solver() -> AlternatingLeastSquares:
+            with threadpool_limits(1, "blas"):  # implicit warns about a BLAS thread pool
+                model = AlternatingLeastSquares(
+                    factors=self.item_factors_.shape[1],
+                    regularization=self.regularization,
+                    alpha=1.0,  # the confidence is in the rows, as in the fit
+                    # one thread: a request folds in one customer, and a second OpenMP pool
+                    # next to LightGBM's made it 100x slower (measured in the ranker)
+                    num_threads=1,
+                )
+            model.item_factors = self.item_factors_
+            return model
+
         confidence = rows.copy()
         confidence.data = 1.0 + np.float32(self.alpha) * confidence.data
-        with threadpool_limits(1, "blas"):
-            return self._solver.recalculate_user(np.arange(rows.shape[0]), confidence)
+        return self._built("solver", solver).recalculate_user(np.arange(rows.shape[0]), confidence)
 
     def recommend_with(
         self,
