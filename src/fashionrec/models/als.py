@@ -560,8 +560,7 @@ class ALS(_Factors):
                     factors=self.item_factors_.shape[1],
                     regularization=self.regularization,
                     alpha=1.0,  # the confidence is in the rows, as in the fit
-                    # one thread: a request folds in one customer, and a second OpenMP pool
-                    # next to LightGBM's made it 100x slower (measured in the ranker)
+                    # one thread: a request folds in one customer
                     num_threads=1,
                 )
             model.item_factors = self.item_factors_
