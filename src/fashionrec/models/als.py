@@ -336,7 +336,7 @@ class _Factors:
     item_factors_: np.ndarray = field(default=None, init=False, repr=False)
     trained_: np.ndarray = field(default=None, init=False, repr=False)
     seen_: sp.csr_matrix = field(default=None, init=False, repr=False)  # purchases, as weighted
-    weighted_: bool = field(default=None, init=False, repr=False)  # False: seen_ is binary (older)
+    weighted_: bool = field(default=None, init=False, repr=False)  # None: older, seen_ binary
     fill_items_: np.ndarray = field(default=None, init=False, repr=False)
     fill_scores_: np.ndarray = field(default=None, init=False, repr=False)
     rebuy_: bool = field(default=None, init=False, repr=False)
@@ -545,7 +545,11 @@ class ALS(_Factors):
         return data.user_items(half_life=self.half_life)
 
     def _matrix(self) -> sp.csr_matrix:
-        confidence = self.seen_.copy()
+        return self._confidence(self.seen_)
+
+    def _confidence(self, weights: sp.csr_matrix) -> sp.csr_matrix:
+        """1 + alpha x the purchase weights, on the bought pairs."""
+        confidence = weights.copy()
         confidence.data = 1.0 + np.float32(self.alpha) * confidence.data
         return confidence
 
@@ -566,9 +570,8 @@ class ALS(_Factors):
             model.item_factors = self.item_factors_
             return model
 
-        confidence = rows.copy()
-        confidence.data = 1.0 + np.float32(self.alpha) * confidence.data
-        return self._built("solver", solver).recalculate_user(np.arange(rows.shape[0]), confidence)
+        solved = self._built("solver", solver)
+        return solved.recalculate_user(np.arange(rows.shape[0]), self._confidence(rows))
 
     def recommend_with(
         self,
