@@ -142,8 +142,8 @@ def test_als_metrics_match_within_tolerance(spark, local: Path, tmp_path: Path) 
     theirs = registry.create("als", **ALS_PARAMS).fit(split.train)
     assert ours.user_factors_.shape == theirs.user_factors_.shape
     np.testing.assert_array_equal(ours.trained_, theirs.trained_)
-    _equal_csr(ours.seen_, theirs.seen_)
-    assert ours.rebuy_ == theirs.rebuy_
+    _equal_csr(ours.seen_, theirs.seen_)  # the recency weights, for the fold-in
+    assert ours.rebuy_ == theirs.rebuy_ and ours.weighted_
     users, _ = truth_of(split.test)
     fitted = {
         "spark": ours,
@@ -162,6 +162,10 @@ def test_als_metrics_match_within_tolerance(spark, local: Path, tmp_path: Path) 
     path = artifacts.save(ours, tmp_path / "als")
     again = artifacts.load(path)
     np.testing.assert_array_equal(again.recommend(users, 12).items, ours.recommend(users, 12).items)
+    posted = [np.array([i]) for i in ours.trained_[:5]]  # purchases after the fit count
+    live = again.recommend_with(users[:5], posted, 12)
+    np.testing.assert_array_equal(live.items, ours.recommend_with(users[:5], posted, 12).items)
+    assert (live.items != again.recommend(users[:5], 12).items).any()
 
 
 def test_unsupported_models_are_a_clear_error(spark, local: Path) -> None:
