@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, Self, get_args
 
@@ -56,6 +56,7 @@ PRUNE_SLACK = 1 + 1e-4  # widens the norm bound past float32 rounding of the dot
 ANN_DEPTH_SHARE = 1 / 128  # deeper ANN queries are cheaper done exactly (see ann_top_k)
 HNSW_M = 32  # graph degree: M=32 beat 8, 16 and 48 on recall per second (Online Retail)
 EF_CONSTRUCTION = 80
+FEW_QUERIES = 16  # _top: up to this many queries run without a BLAS thread limit
 MIN_REBUY_SHARE = 0.01  # below this share of repeat purchases, bought articles are not offered
 
 
@@ -425,7 +426,10 @@ class _Factors:
         """Top k trained articles for the customer vectors `queries` by factor score (exact,
         pruned or ANN)."""
         exclude = None if exclude is None else subset_columns(exclude, self.trained_)
-        with threadpool_limits(self.threads, "blas"):
+        # a request's few queries: limiting the BLAS threads would cost more (about 2 ms, as
+        # threadpoolctl reads the loaded libraries each time) than their products take
+        few = len(queries) <= FEW_QUERIES
+        with nullcontext() if few else threadpool_limits(self.threads, "blas"):
             if self.search == "exact":
                 recs = exact_top_k(queries, self._trained_factors(), k, exclude, self._gemm())
             elif self.search == "pruned":
