@@ -64,6 +64,25 @@ def test_history_is_decoded_into_co_purchases(genders: Dataset, conditional: boo
     assert set(top.tolist()) == {1, 2}  # bought 0 only: the other women's articles
 
 
+def test_purchases_after_the_fit_are_encoded_at_once(genders: Dataset, tmp_path: Path) -> None:
+    """recommend_with: the posted articles join the bag the encoder reads."""
+    model = fit(genders, conditional=False)
+    users = np.array([24, 57, -1])  # bought 0 only; a man without purchases; unknown
+    fitted = model.recommend(users, 2, exclude_seen=True)
+    none = model.recommend_with(users, [np.array([], np.int64)] * 3, 2, exclude_seen=True)
+    np.testing.assert_array_equal(none.items, fitted.items)
+    np.testing.assert_allclose(none.scores, fitted.scores, rtol=1e-6)
+    posted = [np.array([1]), np.array([0, 1]), np.array([0])]
+    live = model.recommend_with(users, posted, 2, exclude_seen=True)
+    assert live.items[0, 0] == 2  # 0 and 1 bought: the third women's article
+    assert live.items[1, 0] == 2  # a man who buys women's articles is served as a woman
+    assert set(live.items[2].tolist()) == {1, 2}  # unknown, bought 0: as customer 24 was
+    assert set(fitted.items[1].tolist()) == {3, 4}  # before: popularity (men bought more)
+    artifacts.save(model, tmp_path / "cvae")
+    again = artifacts.load(tmp_path / "cvae").recommend_with(users, posted, 2, exclude_seen=True)
+    np.testing.assert_array_equal(again.items, live.items)
+
+
 def test_columns_are_the_most_bought_articles(genders: Dataset) -> None:
     model = fit(genders, n_items=2)
     counts = genders.item_popularity()

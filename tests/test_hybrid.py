@@ -61,6 +61,30 @@ def test_weighted_weights_decide() -> None:
         registry.create("weighted", models="repurchase,decay", weights="1").fit(DATA)
 
 
+def test_purchases_after_the_fit_reach_the_components() -> None:
+    """recommend_with: user 1 (last bought 200 days ago) and user 2 (never) buy now."""
+    hybrids = {
+        "switching": {"models": "repurchase,decay", "recent_days": 30},
+        "cascade": {"models": "decay"},
+        "weighted": {"models": "repurchase,decay", "weights": "0.9,0.1"},
+    }
+    users, posted = np.array([0, 1, 2]), [np.array([], np.int64), np.array([8]), np.array([9])]
+    for name, params in hybrids.items():
+        model = registry.create(name, **params).fit(DATA)
+        fitted = model.recommend(users, 4)
+        none = model.recommend_with(users, [np.array([], np.int64)] * 3, 4)
+        np.testing.assert_array_equal(none.items, fitted.items)
+        live = model.recommend_with(users, posted, 4)
+        np.testing.assert_array_equal(live.items[0], fitted.items[0])  # nothing new for user 0
+        assert fitted.items[1, 0] != 8 and fitted.items[2, 0] != 9, name
+        assert (live.items[1, 0], live.items[2, 0]) == (8, 9), name
+    # switching: user 1 is recent again (repurchase: 8, then 7); cascade: 9 is an own article
+    switching = registry.create("switching", **hybrids["switching"]).fit(DATA)
+    assert switching.recommend_with(users[1:2], posted[1:2], 2).items[0].tolist() == [8, 7]
+    cascade = registry.create("cascade", **hybrids["cascade"]).fit(DATA)
+    assert cascade.recommend_with(users[2:], posted[2:], 3).items[0].tolist() == [9, 0, 1]
+
+
 def test_component_params_and_round_trip(tmp_path: Path) -> None:
     model = registry.create(
         "weighted",

@@ -127,6 +127,29 @@ def test_customer_scores_neighbours_and_own_articles() -> None:
     assert excluded.items[0].tolist()[:2] == [B, C]
 
 
+def test_purchases_after_the_fit_count_at_once() -> None:
+    """recommend_with: a posted purchase enters the history with the weight of the last day."""
+    data = make_dataset([*BASKETS, (1, 4, A)], 6, n_users=8)  # c4 bought A only
+    model = ItemCF(window_days=None, repeat=0.5).fit(data)  # c3's E and F are neighbours
+    users = np.array([4, 7, -1])  # c4, c7 (no purchases), an unknown customer
+    fitted = model.recommend(users, 3)
+    none = model.recommend_with(users, [np.array([], np.int64)] * 3, 3)
+    np.testing.assert_array_equal(none.items, fitted.items)
+    np.testing.assert_array_equal(none.scores, fitted.scores)
+    # c4 now buys E: its neighbour F enters the list; c7 and the unknown customer buy B, and get
+    # B (own) and its neighbour A instead of the popularity list
+    live = model.recommend_with(users, [np.array([E]), np.array([B]), np.array([B])], 3)
+    assert F in live.items[0].tolist() and F not in fitted.items[0].tolist()
+    assert live.items[1].tolist()[:2] == [B, A] == live.items[2].tolist()[:2]
+    assert fitted.items[1, 0] == A  # popularity before
+    # exclude_seen leaves out the posted articles too
+    unseen = model.recommend_with(
+        users, [np.array([E]), np.array([B]), np.array([B])], 3, exclude_seen=True
+    )
+    assert E not in unseen.items[0].tolist() and B not in unseen.items[1].tolist()
+    assert unseen.items[1, 0] == A
+
+
 def test_repeat_share_is_measured_on_the_data() -> None:
     # after their first day, c0 buys A again (a repeat) and C (new): share 1/2
     rows = [(5, 0, A), (5, 0, B), (2, 0, A), (2, 0, C), (1, 1, D)]

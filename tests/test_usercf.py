@@ -54,6 +54,30 @@ def test_customers_like_you() -> None:
     np.testing.assert_array_equal(cold[0], cold[1])  # both get popularity
 
 
+def test_purchases_after_the_fit_find_the_neighbours_again() -> None:
+    """recommend_with: with counts (no half-life) a posted purchase adds 1, exactly as a refit on
+    the data with it added would, so the customer's neighbours and list equal the refit's."""
+    rows = [(1, u, i) for u in range(4) for i in (0, 1)] + [(1, 4, 0)]
+    rows += [(1, u, i) for u in range(5, 8) for i in (2, 3)] + [(1, 5, 4)]
+    model = UserCF(neighbours=3, half_life=None).fit(make_dataset(rows, 6, n_users=9))
+    users = np.array([4, 8, -1])  # 4 bought article 0; 8 never bought; an unknown customer
+    fitted = model.recommend(users, 3)
+    none = model.recommend_with(users, [np.array([], np.int64)] * 3, 3)
+    np.testing.assert_array_equal(none.items, fitted.items)
+    np.testing.assert_array_equal(none.scores, fitted.scores)
+    posted = [np.array([2, 3]), np.array([2]), np.array([2])]  # the taste of customers 5-7
+    live = model.recommend_with(users, posted, 3, exclude_seen=True)
+    refit = UserCF(neighbours=3, half_life=None).fit(
+        make_dataset([*rows, (1, 4, 2), (1, 4, 3), (1, 8, 2)], 6, n_users=9)
+    )
+    want = refit.recommend(np.array([4, 8]), 3, exclude_seen=True)
+    np.testing.assert_array_equal(live.items[:2], want.items)
+    np.testing.assert_allclose(live.scores[:2], want.scores, rtol=1e-6)
+    assert live.items[1, :2].tolist() == [3, 4]  # what 5-7 bought besides 2: 3 (all), 4 (one)
+    np.testing.assert_array_equal(live.items[2], live.items[1])  # unknown: as customer 8
+    assert fitted.items[1, 0] != 3  # before: popularity
+
+
 def test_recency_weights_the_neighbours_purchases() -> None:
     """Customer 2 shares article 0 with customers 0 and 1; 0 bought article 1 today, 1 bought
     article 2 sixty days ago: with a half-life the recent purchase wins, without it a tie."""

@@ -36,7 +36,7 @@ from fashionrec.metrics import hit_matrix
 from fashionrec.models.base import (
     Recs,
     batched,
-    extra_matrix,
+    batched_with,
     first_k,
     popularity_fallback,
     rank_list,
@@ -594,14 +594,12 @@ class ALS(_Factors):
                 "%s: saved by an older fashionrec; new purchases count after a refit", self.name
             )
             extra = None
-        if extra is None:
-            return self.recommend(users, k, exclude_seen=exclude_seen)
-        new = extra_matrix(extra, self.seen_.shape[1])
-
-        def part(pos: np.ndarray) -> Recs:
-            return self._recommend(users[pos], k, exclude_seen, new[pos])
-
-        return batched(np.arange(len(users)), part)
+        return batched_with(
+            users,
+            extra,
+            self.seen_.shape[1],
+            lambda u, new: self._recommend(u, k, exclude_seen, new),
+        )
 
 
 @dataclass

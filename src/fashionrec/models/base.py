@@ -78,6 +78,24 @@ def batched(users: np.ndarray, fn: Callable[[np.ndarray], Recs], batch: int = BA
     return Recs.concat(parts)
 
 
+def batched_with(
+    users: np.ndarray,
+    extra: list[np.ndarray] | None,
+    n_items: int,
+    fn: Callable[[np.ndarray, sp.csr_matrix | None], Recs],
+    batch: int = BATCH,
+) -> Recs:
+    """`batched` for `recommend_with`: `fn(users, new)` per slice, where `new` counts the
+    slice's articles in `extra` (bought after the fit; None when `extra` is None)."""
+    users = np.asarray(users, dtype=np.int64)
+    new = None if extra is None else extra_matrix(extra, n_items)
+    return batched(
+        np.arange(len(users)),
+        lambda pos: fn(users[pos], None if new is None else new[pos]),
+        batch,
+    )
+
+
 def first_k(items: np.ndarray, scores: np.ndarray, keep: np.ndarray, k: int) -> Recs:
     """The first k kept candidates of each row, in their order; -1 / -inf padding."""
     keep = keep & (items >= 0)

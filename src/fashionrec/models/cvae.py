@@ -30,7 +30,7 @@ from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models.base import (
     Recs,
-    batched,
+    batched_with,
     fill,
     params_of,
     popularity_fallback,
@@ -380,16 +380,41 @@ class CVAE:
         return np.where(known, self.segments_[np.where(known, users, 0)], -1).astype(np.int32)
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        users = np.asarray(users, dtype=np.int64)
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
 
-        def part(batch: np.ndarray) -> Recs:
-            return self._serve(batch, self.segment_of(batch), k, exclude_seen)
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, with `extra[i]` (articles users[i] bought after the fit) added to the
+        bag the encoder reads, so the code is inferred again at once (the VAE's own fold-in);
+        an unknown customer with purchases is encoded from them, with no segment."""
+        return batched_with(
+            users,
+            extra,
+            self.seen_.shape[1],
+            lambda u, new: self._serve(u, self.segment_of(u), k, exclude_seen, new),
+            block_rows(len(self.columns_)),
+        )
 
-        return batched(users, part, batch=block_rows(len(self.columns_)))
-
-    def _serve(self, users: np.ndarray, segments: np.ndarray, k: int, exclude_seen: bool) -> Recs:
-        """Decoded histories, else decoded segment priors, filled with popularity."""
-        inputs = rows_of(self.inputs_, users)
+    def _serve(
+        self,
+        users: np.ndarray,
+        segments: np.ndarray,
+        k: int,
+        exclude_seen: bool,
+        new: sp.csr_matrix | None = None,
+    ) -> Recs:
+        """Decoded histories (plus `new` purchases), else decoded segment priors, filled with
+        popularity."""
+        inputs, seen = rows_of(self.inputs_, users), rows_of(self.seen_, users)
+        if new is not None:
+            seen = sp.csr_matrix((seen + new) > 0, dtype=np.float32)
+            inputs = sp.csr_matrix(seen[:, self.columns_])
         has = np.diff(inputs.indptr) > 0
         scores = np.full((len(users), len(self.columns_)), -np.inf, dtype=np.float32)
         if has.any():
@@ -400,8 +425,14 @@ class CVAE:
             scores[cold] = self.prior_[segments[cold]]
         own = top_k_dense(scores, k, inputs if exclude_seen else None)
         own = Recs(np.where(own.items >= 0, self.columns_[own.items], -1), own.scores)
-        exclude = self.seen_ if exclude_seen else None
-        return fill(own, rank_list(self.fill_items_, self.fill_scores_, users, k, exclude), k)
+        popular = rank_list(
+            self.fill_items_,
+            self.fill_scores_,
+            np.arange(len(users)),
+            k,
+            seen if exclude_seen else None,
+        )
+        return fill(own, popular, k)
 
     # ---- new customers -------------------------------------------------------------------------
 

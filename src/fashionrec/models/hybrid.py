@@ -4,6 +4,10 @@
 - `switching`: one model for customers who bought recently, another for everybody else;
 - `cascade`: the customer's own articles first (recency-weighted), then each model's list in turn.
 
+Purchases after the fit (`recommend_with`) reach every component that reads them (`switching`
+also counts such a customer as recent, `cascade` puts the new articles among the own ones), so
+a hybrid follows a posted purchase as far as its components do.
+
 Components are named by registry name (`models="repurchase,itemcf"`) and configured with
 `params="itemcf.window_days=0;als.factors=64"`; their fitted state is nested in the hybrid's state
 (`compose.pack`), so a hybrid saves and loads like any model.
@@ -19,7 +23,7 @@ import scipy.sparse as sp
 
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
-from fashionrec.models.base import Recs, as_csr, batched, fill, row_top_k, rows_of
+from fashionrec.models.base import Recs, as_csr, batched, extra_matrix, fill, row_top_k, rows_of
 from fashionrec.models.compose import create_parts, pack, parse_params, split_list, unpack
 
 
@@ -51,6 +55,41 @@ class _Composed:
         if getattr(self, "_parts", None) is None:
             self._parts = unpack(self.arrays_, self.parts_)
         return self._parts
+
+    def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
+
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, with `extra[i]` (articles users[i] bought after the fit) passed to the
+        components that read them (see the module docstring)."""
+        users = np.asarray(users, dtype=np.int64)
+
+        def one(pos: np.ndarray) -> Recs:
+            part = None if extra is None else [np.asarray(extra[i], np.int64) for i in pos]
+            return self._combine(users[pos], part, k, exclude_seen)
+
+        return batched(np.arange(len(users)), one)
+
+    def _combine(
+        self, users: np.ndarray, extra: list[np.ndarray] | None, k: int, exclude_seen: bool
+    ) -> Recs:
+        raise NotImplementedError
+
+
+def part_list(
+    model: Any, users: np.ndarray, extra: list[np.ndarray] | None, k: int, exclude_seen: bool
+) -> Recs:
+    """A component's list, counting the purchases in `extra` if the component reads them."""
+    if extra is not None and hasattr(model, "recommend_with"):
+        return model.recommend_with(users, extra, k, exclude_seen=exclude_seen)
+    return model.recommend(users, k, exclude_seen=exclude_seen)
 
 
 def normalised(recs: Recs) -> Recs:
@@ -92,19 +131,15 @@ class Weighted(_Composed):
         self._fit_parts(data)
         return self
 
-    def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        parts, weights = self.components(), self._weights()
+    def _combine(
+        self, users: np.ndarray, extra: list[np.ndarray] | None, k: int, exclude_seen: bool
+    ) -> Recs:
+        total = sp.csr_matrix((len(users), self.n_items_))
         depth = max(k, self.depth)
-
-        def one(batch: np.ndarray) -> Recs:
-            total = sp.csr_matrix((len(batch), self.n_items_))
-            for model, w in zip(parts.values(), weights, strict=True):
-                recs = normalised(model.recommend(batch, depth, exclude_seen=exclude_seen))
-                scores = recs.scores.astype(np.float64)
-                total = total + w * as_csr(recs.items, self.n_items_, scores)
-            return row_top_k(sp.csr_matrix(total), k)
-
-        return batched(users, one)
+        for model, w in zip(self.components().values(), self._weights(), strict=True):
+            recs = normalised(part_list(model, users, extra, depth, exclude_seen))
+            total = total + w * as_csr(recs.items, self.n_items_, recs.scores.astype(np.float64))
+        return row_top_k(sp.csr_matrix(total), k)
 
 
 @dataclass
@@ -131,15 +166,19 @@ class Switching(_Composed):
         self.days_since_ = np.where(last >= 0, last.max(initial=-1) - last, -1).astype(np.int32)
         return self
 
-    def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
+    def _combine(
+        self, users: np.ndarray, extra: list[np.ndarray] | None, k: int, exclude_seen: bool
+    ) -> Recs:
         first, second = self.components().values()
-        users = np.asarray(users, dtype=np.int64)
         recent = self.recent(users)
+        if extra is not None:  # a purchase after the fit is the most recent of all
+            recent |= np.array([len(e) > 0 for e in extra], dtype=bool)
         items = np.full((len(users), k), -1, np.int32)
         scores = np.full((len(users), k), -np.inf, np.float32)
         for model, rows in ((first, recent), (second, ~recent)):
             if rows.any():
-                part = model.recommend(users[rows], k, exclude_seen=exclude_seen)
+                part_extra = None if extra is None else [extra[i] for i in np.flatnonzero(rows)]
+                part = part_list(model, users[rows], part_extra, k, exclude_seen)
                 items[rows], scores[rows] = part.items, part.scores
         return Recs(items, scores)
 
@@ -169,17 +208,15 @@ class Cascade(_Composed):
         self._fit_parts(data)
         return self
 
-    def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        parts = list(self.components().values())
-
-        def one(batch: np.ndarray) -> Recs:
-            own = row_top_k(rows_of(self.own_, batch), min(k, self.own_items))
-            if exclude_seen:  # every own article is seen
-                own = Recs(np.full_like(own.items, -1), np.full_like(own.scores, -np.inf))
-            out = own
-            for model in parts:
-                nxt = normalised(model.recommend(batch, k, exclude_seen=exclude_seen))
-                out = fill(out, nxt, k)
-            return out
-
-        return batched(users, one)
+    def _combine(
+        self, users: np.ndarray, extra: list[np.ndarray] | None, k: int, exclude_seen: bool
+    ) -> Recs:
+        own = rows_of(self.own_, users)
+        if extra is not None:  # bought on the last day: weight 1
+            own = own + extra_matrix(extra, self.own_.shape[1])
+        out = row_top_k(sp.csr_matrix(own), min(k, self.own_items))
+        if exclude_seen:  # every own article is seen
+            out = Recs(np.full_like(out.items, -1), np.full_like(out.scores, -np.inf))
+        for model in self.components().values():
+            out = fill(out, normalised(part_list(model, users, extra, k, exclude_seen)), k)
+        return out

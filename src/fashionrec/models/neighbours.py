@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fashionrec.data.dataset import Dataset
 from fashionrec.models.base import (
     Recs,
-    batched,
+    batched_with,
     fill,
     popularity_fallback,
     rank_list,
@@ -130,16 +130,40 @@ class NeighbourModel:
             self.repeat_ = repeat_share(data) if measured_repeat is None else measured_repeat
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        return batched(users, lambda u: self._recommend(u, k, exclude_seen), RECOMMEND_BATCH)
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
+
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
+        the last day (weight 1 in the history): their neighbours count at once, without a refit,
+        and an unknown customer with purchases gets a personal list."""
+        return batched_with(
+            users,
+            extra,
+            self.history_.shape[1],
+            lambda u, new: self._recommend(u, new, k, exclude_seen),
+            RECOMMEND_BATCH,
+        )
 
     def similar(self, items: np.ndarray, k: int) -> Recs:
         """The k nearest neighbours of each item (never itself; -1 where fewer are known)."""
         return row_top_k(rows_of(self.neighbours_, np.asarray(items, dtype=np.int64)), k)
 
-    def _recommend(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
-        hist = rows_of(self.history_, users)
+    def _recommend(
+        self, users: np.ndarray, new: sp.csr_matrix | None, k: int, exclude_seen: bool
+    ) -> Recs:
+        hist, seen = rows_of(self.history_, users), rows_of(self.seen_, users)
+        if new is not None:
+            hist = sp.csr_matrix(hist + new)
+            seen = sp.csr_matrix((seen + new) > 0, dtype=np.float32)
         scores = sp.csr_matrix(hist @ self.neighbours_)
-        own = sp.csr_matrix(scores.multiply(rows_of(self.seen_, users)))
+        own = sp.csr_matrix(scores.multiply(seen))
         explore = scores - own  # the neighbours the customer has not bought
         explore.eliminate_zeros()
         if self.prior_ is not None:
@@ -149,8 +173,8 @@ class NeighbourModel:
         else:
             scores = (1.0 - self.repeat_) * _row_normalise(explore)
             scores = scores + self.repeat_ * _row_normalise(hist + own)
-        exclude = self.seen_ if exclude_seen else None
-        popular = rank_list(self.fill_items_, self.fill_scores_, users, k, exclude)
+        exclude = seen if exclude_seen else None
+        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, exclude)
         return fill(row_top_k(sp.csr_matrix(scores), k), popular, k)
 
 

@@ -11,8 +11,7 @@ import scipy.sparse as sp
 from fashionrec.data.dataset import Dataset
 from fashionrec.models.base import (
     Recs,
-    batched,
-    extra_matrix,
+    batched_with,
     fill,
     popularity_fallback,
     rank_list,
@@ -57,13 +56,12 @@ class Repurchase:
     ) -> Recs:
         """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
         the newest day: real-time updates without refitting."""
-        users = np.asarray(users, dtype=np.int64)
-        new = None if extra is None else extra_matrix(extra, self.own_.shape[1])
-
-        def part(pos: np.ndarray) -> Recs:
-            return self._recommend(users[pos], None if new is None else new[pos], k, exclude_seen)
-
-        return batched(np.arange(len(users)), part)
+        return batched_with(
+            users,
+            extra,
+            self.own_.shape[1],
+            lambda u, new: self._recommend(u, new, k, exclude_seen),
+        )
 
     def _recommend(
         self, users: np.ndarray, new: sp.csr_matrix | None, k: int, exclude_seen: bool

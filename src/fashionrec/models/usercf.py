@@ -28,12 +28,13 @@ from fashionrec.errors import ConfigError
 from fashionrec.models import neighbours as nb
 from fashionrec.models.base import (
     Recs,
-    batched,
+    batched_with,
     fill,
     popularity_fallback,
     rank_list,
     row_top_k,
     rows_of,
+    top_n_per_row,
 )
 
 log = logging.getLogger(__name__)
@@ -88,23 +89,71 @@ class UserCF:
             raise ConfigError(f"usercf: neighbours must be at least 1, not {self.neighbours}")
         self.history_ = data.user_items(half_life=self.half_life)
         self.neighbours_ = user_neighbours(self.history_, self.neighbours)
+        self._unit_t = None  # the customers' unit vectors for recommend_with, built on use
         self.seen_ = data.user_items(binary=True)
         self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
         log.info("usercf: %d neighbour pairs for %d customers", self.neighbours_.nnz, data.n_users)
         return self
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        def part(batch: np.ndarray) -> Recs:
-            scores = sp.csr_matrix(rows_of(self.neighbours_, batch) @ self.history_)
-            if exclude_seen:
-                scores = scores - scores.multiply(rows_of(self.seen_, batch))
-                scores = sp.csr_matrix(scores)
-                scores.eliminate_zeros()
-            exclude = self.seen_ if exclude_seen else None
-            popular = rank_list(self.fill_items_, self.fill_scores_, batch, k, exclude)
-            return fill(row_top_k(scores, k), popular, k)
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
 
-        return batched(users, part, batch=RECOMMEND_BATCH)
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
+        the last day (weight 1): those customers' neighbours are found again from their
+        purchases plus these, against every fitted customer (whose vectors stay as fitted)."""
+        return batched_with(
+            users,
+            extra,
+            self.history_.shape[1],
+            lambda u, new: self._recommend(u, new, k, exclude_seen),
+            RECOMMEND_BATCH,
+        )
+
+    def _recommend(
+        self, users: np.ndarray, new: sp.csr_matrix | None, k: int, exclude_seen: bool
+    ) -> Recs:
+        neighbours, seen = rows_of(self.neighbours_, users), rows_of(self.seen_, users)
+        if new is not None and new.nnz:
+            neighbours = self._renew(users, new, neighbours)
+            seen = sp.csr_matrix((seen + new) > 0, dtype=np.float32)
+        scores = sp.csr_matrix(neighbours @ self.history_)
+        if exclude_seen:
+            scores = sp.csr_matrix(scores - scores.multiply(seen))
+            scores.eliminate_zeros()
+        exclude = seen if exclude_seen else None
+        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, exclude)
+        return fill(row_top_k(scores, k), popular, k)
+
+    def _renew(
+        self, users: np.ndarray, new: sp.csr_matrix, neighbours: sp.csr_matrix
+    ) -> sp.csr_matrix:
+        """`neighbours` with the rows of customers with `new` purchases found again: the top
+        `neighbours` by cosine of their purchases plus the new ones, never themselves."""
+        fresh = np.flatnonzero(np.diff(new.indptr) > 0)
+        if getattr(self, "_unit_t", None) is None:  # not saved: rebuilt after a load
+            self._unit_t = sp.csr_matrix(unit_rows(self.history_).T)
+        vectors = unit_rows(sp.csr_matrix(rows_of(self.history_, users[fresh]) + new[fresh]))
+        sims = sp.csr_matrix(vectors @ self._unit_t)
+        itself = users[fresh] >= 0
+        own = sp.csr_matrix(
+            (np.ones(itself.sum()), (np.flatnonzero(itself), users[fresh][itself])),
+            shape=sims.shape,
+        )
+        found = top_n_per_row(sp.csr_matrix(sims - sims.multiply(own)), self.neighbours)
+        keep = sp.diags((np.diff(new.indptr) == 0).astype(np.float32))
+        place = sp.csr_matrix(
+            (np.ones(len(fresh), np.float32), (fresh, np.arange(len(fresh)))),
+            shape=(len(users), len(fresh)),
+        )
+        return sp.csr_matrix(keep @ neighbours + place @ found)
 
     def similar_customers(self, users: np.ndarray, k: int) -> Recs:
         """The k most similar customers of each customer (-1 padding; unknown customers: -1)."""
