@@ -10,7 +10,7 @@ import pytest
 from fashionrec import artifacts
 from fashionrec.data.dataset import Dataset
 from fashionrec.models import registry
-from fashionrec.models.base import Recommender
+from fashionrec.models.base import HistoryAware, Recommender
 
 # For each model: (customer, the article that must be its top recommendation) on the known-answer
 # store of conftest.known_answer_rows. A new model must add its entry here.
@@ -57,6 +57,40 @@ def fitted(name: str, data: Dataset) -> Recommender:
 
 def test_every_model_has_a_known_answer() -> None:
     assert set(KNOWN_TOP) == set(registry.MODELS)
+
+
+# The models that count purchases made after the fit (`recommend_with`); the others see them at
+# the next fit. A new model must be placed in one group or the other.
+HISTORY_AWARE = {"repurchase", "itemcf", "content", "usercf", "als", "cvae", "ranker"}
+HISTORY_AWARE |= {"ns-rnn", "ns-lstm", "ns-gru", "ns-attention", "ns-transformer", "sasrec"}
+HISTORY_AWARE |= {"weighted", "switching", "cascade"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_purchases_after_the_fit(name: str, random_dataset: Dataset) -> None:
+    """recommend_with: no new purchases is `recommend`; posted ones give valid lists, also to an
+    unknown customer, and exclude_seen leaves them out."""
+    model = registry.create(name, **FAST.get(name, {}))
+    assert isinstance(model, HistoryAware) == (name in HISTORY_AWARE)
+    if name not in HISTORY_AWARE:
+        return
+    model.fit(random_dataset)
+    users = np.array([0, 1, 2, -1])
+    fitted_recs = model.recommend(users, 12)
+    for none in (None, [np.array([], np.int64)] * 4):
+        same = model.recommend_with(users, none, 12)
+        np.testing.assert_array_equal(same.items, fitted_recs.items)
+        np.testing.assert_allclose(same.scores, fitted_recs.scores, rtol=1e-5)
+    posted = [np.array([3, 7]), np.array([5]), np.array([], np.int64), np.array([7])]
+    live = model.recommend_with(users, posted, 12, exclude_seen=True)
+    assert live.items.shape == live.scores.shape == (4, 12) and live.items.dtype == np.int32
+    for row, bought in zip(live.items, posted, strict=True):
+        valid = row[row >= 0]
+        assert len(set(valid.tolist())) == len(valid) and len(valid) > 0
+        assert not np.isin(valid, bought).any(), "exclude_seen must leave out the new purchases"
+    np.testing.assert_array_equal(
+        live.items[2], model.recommend(users[2:3], 12, exclude_seen=True).items[0]
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -51,6 +51,23 @@ class Recommender(Protocol):
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs: ...
 
 
+@runtime_checkable
+class HistoryAware(Recommender, Protocol):
+    """A model that reads the customers' purchases at request time: `recommend_with` also counts
+    `extra[i]`, the articles users[i] (-1: unknown) bought after the fit, as bought on the last
+    day; with `extra=None` (or empty lists) it is `recommend`. The service passes the purchases
+    posted as feedback, so these models follow them without a refit."""
+
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs: ...
+
+
 def params_of(model: Any) -> dict[str, Any]:
     """The constructor arguments of a dataclass model (its hyper-parameters)."""
     return {f.name: getattr(model, f.name) for f in fields(model) if f.init}

@@ -23,7 +23,16 @@ import scipy.sparse as sp
 
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
-from fashionrec.models.base import Recs, as_csr, batched, extra_matrix, fill, row_top_k, rows_of
+from fashionrec.models.base import (
+    HistoryAware,
+    Recs,
+    as_csr,
+    batched,
+    extra_matrix,
+    fill,
+    row_top_k,
+    rows_of,
+)
 from fashionrec.models.compose import create_parts, pack, parse_params, split_list, unpack
 
 
@@ -87,7 +96,7 @@ def part_list(
     model: Any, users: np.ndarray, extra: list[np.ndarray] | None, k: int, exclude_seen: bool
 ) -> Recs:
     """A component's list, counting the purchases in `extra` if the component reads them."""
-    if extra is not None and hasattr(model, "recommend_with"):
+    if extra is not None and isinstance(model, HistoryAware):
         return model.recommend_with(users, extra, k, exclude_seen=exclude_seen)
     return model.recommend(users, k, exclude_seen=exclude_seen)
 

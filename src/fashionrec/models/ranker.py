@@ -50,6 +50,7 @@ from fashionrec.errors import ConfigError
 from fashionrec.metrics import hit_matrix
 from fashionrec.models import registry
 from fashionrec.models.base import (
+    HistoryAware,
     Recs,
     as_csr,
     as_csr_lists,
@@ -478,7 +479,7 @@ class Stage:
         if name == "departments":
             return self.departments(users, n)
         part = self.parts[name]  # segments, decay, als, usercf, sequences
-        if self.live is not None and hasattr(part, "recommend_with"):
+        if self.live is not None and isinstance(part, HistoryAware):
             return part.recommend_with(self.ids(users), [self.live.extra[u] for u in users], n)
         return part.recommend(self.ids(users), n)
 

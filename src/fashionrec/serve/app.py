@@ -32,6 +32,7 @@ from tqdm import tqdm
 from fashionrec import __version__, artifacts
 from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
+from fashionrec.models.base import HistoryAware
 from fashionrec.serve import experiments, versions
 from fashionrec.serve.store import SQLiteStore, Store
 
@@ -247,7 +248,7 @@ class Service:
         events = self.store.history(customer_id)  # one indexed lookup: sees every worker's posts
         unliked, bought = self._items(events["unlike"]), self._items(events["purchase"])
         want = k + len(unliked)
-        live = bought.size and hasattr(model, "recommend_with")
+        live = bought.size and isinstance(model, HistoryAware)
         cached = self._cache.get(ref)
         if cached is not None and not live and want <= cached[0].shape[1]:
             row = int(user[0]) if user[0] >= 0 else -1  # the last row holds the cold-start list
