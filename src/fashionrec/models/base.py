@@ -277,6 +277,12 @@ def extra_matrix(extra: list[np.ndarray], n_items: int) -> sp.csr_matrix:
     return mat
 
 
+def seen_with(seen: sp.csr_matrix, new: sp.csr_matrix | None) -> sp.csr_matrix:
+    """The bought-article rows `seen` (1.0) with the articles of `new` (purchases after the fit,
+    same rows) added."""
+    return seen if new is None else sp.csr_matrix((seen + new) > 0, dtype=np.float32)
+
+
 def top_k_dense(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> Recs:
     """Top k of each row of a dense (n, n_items) score matrix, best first; entries in `exclude`
     (same shape, sparse) and -inf scores are never returned (-1 padding instead). Ties within the

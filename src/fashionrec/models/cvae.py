@@ -36,6 +36,7 @@ from fashionrec.models.base import (
     popularity_fallback,
     rank_list,
     rows_of,
+    seen_with,
     top_k_dense,
 )
 from fashionrec.models.segments import Segments
@@ -411,9 +412,8 @@ class CVAE:
     ) -> Recs:
         """Decoded histories (plus `new` purchases), else decoded segment priors, filled with
         popularity."""
-        inputs, seen = rows_of(self.inputs_, users), rows_of(self.seen_, users)
+        inputs, seen = rows_of(self.inputs_, users), seen_with(rows_of(self.seen_, users), new)
         if new is not None:
-            seen = sp.csr_matrix((seen + new) > 0, dtype=np.float32)
             inputs = sp.csr_matrix(seen[:, self.columns_])
         has = np.diff(inputs.indptr) > 0
         scores = np.full((len(users), len(self.columns_)), -np.inf, dtype=np.float32)

@@ -27,6 +27,7 @@ from fashionrec.models.base import (
     rank_list,
     row_top_k,
     rows_of,
+    seen_with,
     top_n_per_row,
 )
 
@@ -158,10 +159,9 @@ class NeighbourModel:
     def _recommend(
         self, users: np.ndarray, new: sp.csr_matrix | None, k: int, exclude_seen: bool
     ) -> Recs:
-        hist, seen = rows_of(self.history_, users), rows_of(self.seen_, users)
+        hist, seen = rows_of(self.history_, users), seen_with(rows_of(self.seen_, users), new)
         if new is not None:
             hist = sp.csr_matrix(hist + new)
-            seen = sp.csr_matrix((seen + new) > 0, dtype=np.float32)
         scores = sp.csr_matrix(hist @ self.neighbours_)
         own = sp.csr_matrix(scores.multiply(seen))
         explore = scores - own  # the neighbours the customer has not bought

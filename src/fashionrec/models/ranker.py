@@ -62,6 +62,7 @@ from fashionrec.models.base import (
     row_positions,
     row_top_k,
     rows_of,
+    seen_with,
 )
 from fashionrec.models.compose import pack, pack_values, parse_params, unpack, unpack_values
 
@@ -461,7 +462,7 @@ class Stage:
         for key in ("u_age", *(k for k in ctx if k.startswith("u_cat_"))):
             if key in ctx:
                 live_ctx[key] = np.where(known, ctx[key][np.where(known, users, 0)], np.nan)
-        seen = sp.csr_matrix((self.rows("seen", users) + new) > 0, dtype=np.float32)
+        seen = seen_with(self.rows("seen", users), new)
         own, history = self.rows("own", users) + new, self.rows("history", users) + new
         return Stage(self.parts, live_ctx, Live(users, list(extra), new, own, history, seen))
 

@@ -34,6 +34,7 @@ from fashionrec.models.base import (
     rank_list,
     row_top_k,
     rows_of,
+    seen_with,
     top_n_per_row,
 )
 
@@ -120,10 +121,12 @@ class UserCF:
     def _recommend(
         self, users: np.ndarray, new: sp.csr_matrix | None, k: int, exclude_seen: bool
     ) -> Recs:
-        neighbours, seen = rows_of(self.neighbours_, users), rows_of(self.seen_, users)
+        neighbours, seen = (
+            rows_of(self.neighbours_, users),
+            seen_with(rows_of(self.seen_, users), new),
+        )
         if new is not None and new.nnz:
             neighbours = self._renew(users, new, neighbours)
-            seen = sp.csr_matrix((seen + new) > 0, dtype=np.float32)
         scores = sp.csr_matrix(neighbours @ self.history_)
         if exclude_seen:
             scores = sp.csr_matrix(scores - scores.multiply(seen))
