@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 from torch import nn
 
+from fashionrec import artifacts
 from fashionrec.data.dataset import Dataset
 from fashionrec.models.lightgcn import LightGCN, LightGCNNet, negatives, normalised
 from fashionrec.models.torchutil import spmm, train_epochs
@@ -90,6 +93,48 @@ def test_only_seen_customers_and_articles_have_embeddings(communities: Dataset) 
     assert model.user_row_[22] == -1
     recs = model.recommend(np.array([22, -1]), 7)
     np.testing.assert_array_equal(recs.items[0], recs.items[1])  # both get popularity
+
+
+def test_fold_in_propagates_a_customer_from_the_fitted_articles(
+    communities: Dataset, tmp_path: Path
+) -> None:
+    model = LightGCN(**(QUICK | {"layers": 1})).fit(communities)
+    ego_items = model.weights_["item_layers"][0]  # layer 0 of articles 0-5
+    degree = np.array([8, 7, 6, 7, 7, 7])  # buyers of 0-5, customers 20 and 21 included
+    # an unknown customer who bought 0 and 1: zero ego, layer 1 = sum e_i / sqrt(2 d_i)
+    bought = sp.csr_matrix(([1.0, 1.0], ([0, 0], [0, 1])), shape=(1, 7))
+    want = (ego_items[0] / np.sqrt(2 * 8) + ego_items[1] / np.sqrt(2 * 7)) / 2
+    np.testing.assert_allclose(model.fold_in(bought, np.array([-1]))[0], want, rtol=1e-5, atol=1e-7)
+    assert np.diff(model.seen_[:, :6].tocsc().indptr).tolist() == degree.tolist()
+    # a fitted customer's own purchases give back the fitted embedding
+    rows = model.user_row_[:22]
+    again = model.fold_in(model.seen_[:22], rows)
+    np.testing.assert_allclose(again, model.weights_["users"][rows], rtol=1e-4, atol=1e-5)
+
+
+def test_purchases_after_the_fit_join_the_graph(communities: Dataset, tmp_path: Path) -> None:
+    model = LightGCN(**QUICK).fit(communities)
+    users = np.array([22, 21, -1])  # never bought; bought 3; unknown
+    posted = [np.array([0]), np.array([0, 1]), np.array([4])]
+    live = model.recommend_with(users, posted, 2, exclude_seen=True).items
+    assert set(live[0].tolist()) == {1, 2}  # the community of article 0
+    # customer 21 now has two of 0-2 besides 3: their score of article 2 (of 0-2) rises
+    row = model.user_row_[21]
+    bought = sp.csr_matrix(([1.0, 1.0, 1.0], ([0, 0, 0], [0, 1, 3])), shape=(1, 7))
+    before, after = model.weights_["users"][row], model.fold_in(bought, np.array([row]))[0]
+    item2 = model.weights_["items"][2]
+    assert after @ item2 > before @ item2 + 0.1
+    assert set(live[2].tolist()) == {3, 5}
+    fitted = model.recommend(users, 2, exclude_seen=True).items
+    np.testing.assert_array_equal(fitted[0], fitted[2])  # before: both popularity
+    artifacts.save(model, tmp_path / "lightgcn")
+    loaded = artifacts.load(tmp_path / "lightgcn")
+    np.testing.assert_array_equal(
+        loaded.recommend_with(users, posted, 2, exclude_seen=True).items, live
+    )
+    del loaded.weights_["item_layers"]  # an artifact from before: the fitted lists
+    old = loaded.recommend_with(users, posted, 2).items
+    np.testing.assert_array_equal(old[0], model.recommend(users[:1], 2).items[0])
 
 
 def test_validation_holds_out_each_last_purchase(communities: Dataset) -> None:

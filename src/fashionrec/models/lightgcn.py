@@ -29,12 +29,13 @@ from fashionrec.data.dataset import Dataset
 from fashionrec.errors import ConfigError
 from fashionrec.models.base import (
     Recs,
-    batched,
+    batched_with,
     fill,
     lookup,
     popularity_fallback,
     rank_list,
     rows_of,
+    seen_with,
     top_k_dense,
 )
 from fashionrec.models.torchutil import (
@@ -65,13 +66,19 @@ class LightGCNNet(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """Final (users, items) embeddings: the mean of layers 0..`layers` of e <- A_norm e;
         `graph` is (R_norm, R_norm^T), the user-item block of A_norm and its transpose."""
+        every = self.propagate(graph, layers)
+        return sum(u for u, _ in every) / (layers + 1), sum(i for _, i in every) / (layers + 1)
+
+    def propagate(
+        self, graph: tuple[torch.Tensor, torch.Tensor], layers: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(users, items) embeddings of layers 0..`layers` (0: the ego embeddings)."""
         r, rt = graph
-        u, i = self.users.weight, self.items.weight
-        sum_u, sum_i = u, i
+        out = [(self.users.weight, self.items.weight)]
         for _ in range(layers):
-            u, i = spmm(r, rt, i), spmm(rt, r, u)
-            sum_u, sum_i = sum_u + u, sum_i + i
-        return sum_u / (layers + 1), sum_i / (layers + 1)
+            u, i = out[-1]
+            out.append((spmm(r, rt, i), spmm(rt, r, u)))
+        return out
 
 
 def normalised(pairs: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,8 +145,15 @@ class LightGCN:
             net = LightGCNNet(len(users), len(self.items_), self.factors)
             self.train_log_ = self._train(net, train, valid, targets) if train.nnz else []
             with torch.no_grad():
-                u, i = net(normalised(full), self.layers)
-        self.weights_ = {"users": u.numpy().copy(), "items": i.numpy().copy()}
+                layers = net.propagate(normalised(full), self.layers)
+                every = [(u.detach().numpy().copy(), i.detach().numpy().copy()) for u, i in layers]
+        # the means of layers 0..L, and the articles' layers 0..L-1, which a customer's layers
+        # 1..L are made of (fold_in)
+        self.weights_ = {
+            "users": sum(u for u, _ in every) / np.float32(self.layers + 1),
+            "items": sum(i for _, i in every) / np.float32(self.layers + 1),
+            "item_layers": np.stack([i for _, i in every])[:-1],
+        }
         log.info("lightgcn: %d customers x %d articles, %d edges", *full.shape, full.nnz)
         return self
 
@@ -243,30 +257,84 @@ class LightGCN:
     # ---- recommend -------------------------------------------------------------------------
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        users = np.asarray(users, dtype=np.int64)
-        return batched(
-            users, lambda u: self._serve(u, k, exclude_seen), block_rows(len(self.items_))
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
+
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, with `extra[i]` (articles users[i] bought after the fit) added to the
+        customer's neighbourhood in the graph (`fold_in`), so an unknown customer with purchases
+        gets a list too. An artifact without the articles' layers ignores `extra`."""
+        return batched_with(
+            users,
+            extra,
+            self.seen_.shape[1],
+            lambda u, new: self._serve(u, k, exclude_seen, new),
+            block_rows(len(self.items_)),
         )
 
-    def _serve(self, users: np.ndarray, k: int, exclude_seen: bool) -> Recs:
+    def _serve(
+        self, users: np.ndarray, k: int, exclude_seen: bool, new: sp.csr_matrix | None = None
+    ) -> Recs:
         known = (users >= 0) & (users < len(self.user_row_))
         rows = np.where(known, self.user_row_[np.where(known, users, 0)], -1)
         has = rows >= 0
-        scores = np.full((len(users), len(self.items_)), -np.inf, dtype=np.float32)
         emb_u, emb_i = self.weights_["users"], self.weights_["items"]
-        scores[has] = emb_u[rows[has]] @ emb_i.T
+        vectors = np.zeros((len(users), emb_u.shape[1]), np.float32)
+        vectors[has] = emb_u[rows[has]]
+        seen = seen_with(rows_of(self.seen_, users), new)
+        if new is not None and new.nnz and "item_layers" in self.weights_:
+            fresh = np.flatnonzero(np.diff(new.indptr) > 0)
+            vectors[fresh] = self.fold_in(seen[fresh], rows[fresh])
+            has[fresh] = True
+        scores = np.full((len(users), len(self.items_)), -np.inf, dtype=np.float32)
+        scores[has] = vectors[has] @ emb_i.T
         exclude = None
         if exclude_seen:
-            exclude = sp.csr_matrix(rows_of(self.seen_, users)[:, self.items_])
+            exclude = sp.csr_matrix(seen[:, self.items_])
         own = top_k_dense(scores, k, exclude)
         own = Recs(np.where(own.items >= 0, self.items_[own.items], -1), own.scores)
         # dot products may be negative: shift each row so that its scores are >= 0 for `fill`
         low = np.where(own.items >= 0, own.scores, np.inf).min(axis=1, keepdims=True)
         shifted = np.where(own.items >= 0, own.scores - np.minimum(low, 0), own.scores)
-        popular = rank_list(
-            self.fill_items_, self.fill_scores_, users, k, self.seen_ if exclude_seen else None
-        )
+        exclude = seen if exclude_seen else None
+        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, exclude)
         return fill(Recs(own.items, shifted.astype(np.float32)), popular, k)
+
+    def fold_in(self, bought: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+        """Final embeddings of customers whose bought articles are now `bought` (rows of flags
+        over all articles; `rows`: their fitted embedding rows, -1 for none), the articles as
+        fitted. A customer's layer k + 1 is the sum over their articles i of the article's layer
+        k / sqrt(d_u d_i) (d_i: the article's fitted degree), and the final embedding the mean of
+        layers 0..L; the ego (layer 0) is what the fitted final embedding and the fitted
+        articles imply, and zero for a customer without them."""
+        layers = self.weights_["item_layers"].astype(np.float64)
+        degree = np.asarray(self.seen_[:, self.items_].sum(axis=0)).ravel()
+        inv_i = np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0)
+
+        def propagated(mat: sp.csr_matrix) -> np.ndarray:
+            """The sum of layers 1..L of customers who bought the articles of `mat`'s rows."""
+            flags = sp.csr_matrix(mat[:, self.items_] > 0, dtype=np.float64)
+            d_u = np.asarray(flags.sum(axis=1)).ravel()
+            inv_u = np.divide(1.0, np.sqrt(d_u), out=np.zeros_like(d_u), where=d_u > 0)
+            norm = sp.csr_matrix(sp.diags(inv_u) @ flags @ sp.diags(inv_i))
+            total = np.zeros((mat.shape[0], layers.shape[2]))
+            for layer in layers:
+                total += norm @ layer
+            return total
+
+        ego = np.zeros((len(rows), layers.shape[2]))
+        fitted = np.flatnonzero(rows >= 0)
+        if len(fitted):
+            users = np.flatnonzero(self.user_row_ >= 0)[rows[fitted]]
+            final = self.weights_["users"][rows[fitted]].astype(np.float64)
+            ego[fitted] = (len(layers) + 1) * final - propagated(self.seen_[users])
+        return ((ego + propagated(bought)) / (len(layers) + 1)).astype(np.float32)
 
 
 def negatives(
