@@ -59,9 +59,11 @@ def test_every_model_has_a_known_answer() -> None:
     assert set(KNOWN_TOP) == set(registry.MODELS)
 
 
-# The models that count purchases made after the fit (`recommend_with`); the others see them at
-# the next fit. A new model must be placed in one group or the other.
-HISTORY_AWARE = {"repurchase", "itemcf", "content", "usercf", "als", "cvae", "lightgcn", "ranker"}
+# The models that count purchases made after the fit (`recommend_with`): every personalised one;
+# the others (popularity, segments) do not read a customer's purchases. A new model must be
+# placed in one group or the other.
+HISTORY_AWARE = {"repurchase", "itemcf", "content", "usercf", "als", "bpr", "cvae", "lightgcn"}
+HISTORY_AWARE.add("ranker")
 HISTORY_AWARE |= {"ns-rnn", "ns-lstm", "ns-gru", "ns-attention", "ns-transformer", "sasrec"}
 HISTORY_AWARE |= {"weighted", "switching", "cascade"}
 

@@ -356,8 +356,9 @@ class _Factors:
         """The matrix implicit fits, from `seen_`."""
         raise NotImplementedError
 
-    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
-        """Customer vectors solved from purchase rows weighted as `seen_`."""
+    def _fold_in(self, rows: sp.csr_matrix, fitted: np.ndarray) -> np.ndarray:
+        """Customer vectors from purchase rows weighted as `seen_` (`fitted`: their fitted
+        vectors, NaN for customers unknown at the fit)."""
         raise NotImplementedError
 
     def fit(self, data: Dataset) -> Self:
@@ -407,6 +408,30 @@ class _Factors:
             items[warm], scores[warm] = part.items, part.scores
         return Recs(items, scores)
 
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
+        the last day: those customers' vectors are folded in again (`user_vectors`), so an
+        unknown customer with purchases gets a personal list too."""
+        users = np.asarray(users, dtype=np.int64)
+        if extra is not None and not self.weighted_:
+            log.warning(
+                "%s: saved by an older fashionrec; new purchases count after a refit", self.name
+            )
+            extra = None
+        return batched_with(
+            users,
+            extra,
+            self.seen_.shape[1],
+            lambda u, new: self._recommend(u, k, exclude_seen, new),
+        )
+
     def user_vectors(self, users: np.ndarray, new: sp.csr_matrix | None = None) -> np.ndarray:
         """(len(users), factors) float32 customer vectors: as fitted (NaN for unknown users, -1),
         or, for a row of `new` (articles bought after the fit, counted as bought on the last day)
@@ -419,7 +444,7 @@ class _Factors:
         if new is not None and new.nnz and self.weighted_:
             fresh = np.flatnonzero(np.diff(new.indptr) > 0)
             rows = sp.csr_matrix(rows_of(self.seen_, users[fresh]) + new[fresh])
-            out[fresh] = self._fold_in(rows)
+            out[fresh] = self._fold_in(rows, out[fresh])
         return out
 
     def _top(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> Recs:
@@ -557,10 +582,11 @@ class ALS(_Factors):
         confidence.data = 1.0 + np.float32(self.alpha) * confidence.data
         return confidence
 
-    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+    def _fold_in(self, rows: sp.csr_matrix, fitted: np.ndarray) -> np.ndarray:
         """The least-squares customer vectors of `rows` given the fitted article vectors, solved
-        exactly (implicit's `recalculate_user`, Cholesky), where the fit used conjugate gradient
-        steps: a customer's folded-in vector is close to, not equal to, the fitted one."""
+        exactly (implicit's `recalculate_user`, Cholesky; `fitted` is not needed), where the fit
+        used conjugate gradient steps: a customer's folded-in vector is close to, not equal to,
+        the fitted one."""
 
         def solver() -> AlternatingLeastSquares:
             with threadpool_limits(1, "blas"):  # implicit warns about a BLAS thread pool
@@ -576,30 +602,6 @@ class ALS(_Factors):
 
         solved = self._built("solver", solver)
         return solved.recalculate_user(np.arange(rows.shape[0]), self._confidence(rows))
-
-    def recommend_with(
-        self,
-        users: np.ndarray,
-        extra: list[np.ndarray] | None,
-        k: int,
-        *,
-        exclude_seen: bool = False,
-    ) -> Recs:
-        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
-        the last day: those customers' vectors are folded in again (`user_vectors`), so an
-        unknown customer with purchases gets a personal list too."""
-        users = np.asarray(users, dtype=np.int64)
-        if extra is not None and not self.weighted_:
-            log.warning(
-                "%s: saved by an older fashionrec; new purchases count after a refit", self.name
-            )
-            extra = None
-        return batched_with(
-            users,
-            extra,
-            self.seen_.shape[1],
-            lambda u, new: self._recommend(u, k, exclude_seen, new),
-        )
 
 
 @dataclass
@@ -635,3 +637,29 @@ class BPR(_Factors):
 
     def _matrix(self) -> sp.csr_matrix:
         return self.seen_
+
+    def _fold_in(self, rows: sp.csr_matrix, fitted: np.ndarray) -> np.ndarray:
+        """BPR's SGD on the customers' vectors alone, the articles as fitted: `iterations`
+        passes, each pairing every bought article with a negative drawn in proportion to sales
+        (as implicit's fit draws them; a draw among the bought ones is skipped), from the fitted
+        vector (zero for a customer unknown at the fit). implicit's last factor is the article
+        bias, with a customer weight fixed at 1. Seeded: a request is reproducible."""
+        items = self.item_factors_.astype(np.float64)
+        cdf = self._built(
+            "sales_cdf", lambda: np.cumsum(self.seen_.sum(axis=0).A1) / self.seen_.nnz
+        )
+        rng = np.random.default_rng(self.seed)
+        out = np.nan_to_num(fitted.astype(np.float64))
+        out[:, -1] = 1.0
+        for r in range(rows.shape[0]):
+            bought = rows.indices[rows.indptr[r] : rows.indptr[r + 1]]
+            x = out[r]
+            for _ in range(self.iterations):
+                other = np.minimum(np.searchsorted(cdf, rng.random(len(bought))), len(cdf) - 1)
+                keep = ~np.isin(other, bought)
+                diff = items[bought[keep]] - items[other[keep]]
+                push = 1.0 / (1.0 + np.exp(diff @ x))  # sigmoid(-(x_i - x_j))
+                step = push @ diff - self.regularization * keep.sum() * x
+                step[-1] = 0.0
+                x += self.learning_rate * step
+        return out.astype(np.float32)
