@@ -149,6 +149,7 @@ class LightGCN:
                 every = [(u.detach().numpy().copy(), i.detach().numpy().copy()) for u, i in layers]
         # the means of layers 0..L, and the articles' layers 0..L-1, which a customer's layers
         # 1..L are made of (fold_in)
+        self._inv_degree = None  # fold_in's article degrees, rebuilt on use
         self.weights_ = {
             "users": sum(u for u, _ in every) / np.float32(self.layers + 1),
             "items": sum(i for _, i in every) / np.float32(self.layers + 1),
@@ -313,16 +314,18 @@ class LightGCN:
         k / sqrt(d_u d_i) (d_i: the article's fitted degree), and the final embedding the mean of
         layers 0..L; the ego (layer 0) is what the fitted final embedding and the fitted
         articles imply, and zero for a customer without them."""
-        layers = self.weights_["item_layers"].astype(np.float64)
-        degree = np.asarray(self.seen_[:, self.items_].sum(axis=0)).ravel()
-        inv_i = np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0)
+        layers = self.weights_["item_layers"]
+        if getattr(self, "_inv_degree", None) is None:  # not saved: rebuilt after a load
+            degree = np.asarray(self.seen_[:, self.items_].sum(axis=0)).ravel()
+            inv = np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0)
+            self._inv_degree = inv.astype(np.float32)
 
         def propagated(mat: sp.csr_matrix) -> np.ndarray:
             """The sum of layers 1..L of customers who bought the articles of `mat`'s rows."""
-            flags = sp.csr_matrix(mat[:, self.items_] > 0, dtype=np.float64)
+            flags = sp.csr_matrix(mat[:, self.items_] > 0, dtype=np.float32)
             d_u = np.asarray(flags.sum(axis=1)).ravel()
             inv_u = np.divide(1.0, np.sqrt(d_u), out=np.zeros_like(d_u), where=d_u > 0)
-            norm = sp.csr_matrix(sp.diags(inv_u) @ flags @ sp.diags(inv_i))
+            norm = sp.csr_matrix(sp.diags(inv_u) @ flags @ sp.diags(self._inv_degree))
             total = np.zeros((mat.shape[0], layers.shape[2]))
             for layer in layers:
                 total += norm @ layer
