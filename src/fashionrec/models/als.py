@@ -18,7 +18,7 @@ such as MovieLens, where nobody rates a film twice).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, Self, get_args
@@ -35,8 +35,8 @@ from fashionrec.errors import ConfigError
 from fashionrec.metrics import hit_matrix
 from fashionrec.models.base import (
     Recs,
-    batched,
     batched_with,
+    built,
     first_k,
     popularity_fallback,
     rank_list,
@@ -387,7 +387,7 @@ class _Factors:
     # ---- recommend ---------------------------------------------------------------------------
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        return batched(users, lambda u: self._recommend(u, k, exclude_seen))
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
 
     def _recommend(
         self, users: np.ndarray, k: int, exclude_seen: bool, new: sp.csr_matrix | None = None
@@ -419,7 +419,6 @@ class _Factors:
         """`recommend`, counting `extra[i]` (articles users[i] bought after the fit) as bought on
         the last day: those customers' vectors are folded in again (`user_vectors`), so an
         unknown customer with purchases gets a personal list too."""
-        users = np.asarray(users, dtype=np.int64)
         if extra is not None and not self.weighted_:
             log.warning(
                 "%s: saved by an older fashionrec; new purchases count after a refit", self.name
@@ -476,33 +475,30 @@ class _Factors:
         items = np.where(recs.items >= 0, self.trained_[np.maximum(recs.items, 0)], -1)
         return Recs(items.astype(np.int32), recs.scores)
 
-    def _built(self, name: str, build: Callable[[], Any]) -> Any:
-        """A serving structure built on first use, kept, never saved (`fit` clears them)."""
-        cache = self.__dict__.setdefault("_cache", {})
-        if name not in cache:
-            cache[name] = build()
-        return cache[name]
-
     def _trained_factors(self) -> np.ndarray:
         """Factors of the articles sold in training: the others' factors mean nothing."""
-        return self._built("trained", lambda: self.item_factors_[self.trained_])
+        return built(self, "trained", lambda: self.item_factors_[self.trained_])
 
     def _gemm(self) -> np.ndarray:
         """The trained articles' `gemm_layout` for the exact search."""
-        return self._built("gemm", lambda: gemm_layout(self._trained_factors()))
+        return built(self, "gemm", lambda: gemm_layout(self._trained_factors()))
 
     def _unit_factors(self) -> np.ndarray:
         """The trained articles' factors scaled to length 1 (cosine for `similar`)."""
-        vectors = self._trained_factors()
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+        def unit() -> np.ndarray:
+            vectors = self._trained_factors()
+            return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+        return built(self, "unit", unit)
 
     def _norm_scan(self) -> NormScan:
         """The trained articles in norm order for the pruned search."""
-        return self._built("scan", lambda: norm_scan(self._trained_factors()))
+        return built(self, "scan", lambda: norm_scan(self._trained_factors()))
 
     def _ann_index(self) -> faiss.Index:
         """The HNSW index over the trained articles."""
-        return self._built("index", lambda: hnsw_index(self._trained_factors()))
+        return built(self, "index", lambda: hnsw_index(self._trained_factors()))
 
     # ---- item to item ------------------------------------------------------------------------
 
@@ -522,14 +518,14 @@ class _Factors:
         out_items = np.full((n, k), -1, np.int32)
         out_scores = np.full((n, k), -np.inf, np.float32)
         if known.any():
-            unit = self._built("unit", self._unit_factors)
+            unit = self._unit_factors()
             with threadpool_limits(self.threads, "blas"):
                 recs = exact_top_k(
                     unit[pos[known]],
                     unit,
                     k,
                     subset_columns(itself[known], trained),
-                    self._built("unit_gemm", lambda: gemm_layout(unit)),
+                    built(self, "unit_gemm", lambda: gemm_layout(unit)),
                 )
             out_items[known] = np.where(recs.items >= 0, trained[np.maximum(recs.items, 0)], -1)
             out_scores[known] = recs.scores
@@ -600,7 +596,7 @@ class ALS(_Factors):
             model.item_factors = self.item_factors_
             return model
 
-        solved = self._built("solver", solver)
+        solved = built(self, "solver", solver)
         return solved.recalculate_user(np.arange(rows.shape[0]), self._confidence(rows))
 
 
@@ -644,9 +640,9 @@ class BPR(_Factors):
         (as implicit's fit draws them; a draw among the bought ones is skipped), from the fitted
         vector (zero for a customer unknown at the fit). implicit's last factor is the article
         bias, with a customer weight fixed at 1. Seeded: a request is reproducible."""
-        items = self.item_factors_.astype(np.float64)
-        cdf = self._built(
-            "sales_cdf", lambda: np.cumsum(self.seen_.sum(axis=0).A1) / self.seen_.nnz
+        items = self.item_factors_
+        cdf = built(
+            self, "sales_cdf", lambda: np.cumsum(self.seen_.sum(axis=0).A1) / self.seen_.nnz
         )
         rng = np.random.default_rng(self.seed)
         out = np.nan_to_num(fitted.astype(np.float64))
@@ -657,7 +653,9 @@ class BPR(_Factors):
             for _ in range(self.iterations):
                 other = np.minimum(np.searchsorted(cdf, rng.random(len(bought))), len(cdf) - 1)
                 keep = ~np.isin(other, bought)
-                diff = items[bought[keep]] - items[other[keep]]
+                # only the rows drawn, in float64 (not a copy of every article's factors)
+                pos, neg = items[bought[keep]], items[other[keep]]
+                diff = pos.astype(np.float64) - neg.astype(np.float64)
                 push = 1.0 / (1.0 + np.exp(diff @ x))  # sigmoid(-(x_i - x_j))
                 step = push @ diff - self.regularization * keep.sum() * x
                 step[-1] = 0.0

@@ -68,6 +68,15 @@ class HistoryAware(Recommender, Protocol):
     ) -> Recs: ...
 
 
+def built(model: Any, name: str, build: Callable[[], Any]) -> Any:
+    """A structure `model` builds for serving only, on first use, then keeps; it is never saved
+    (not a dataclass field), and a `fit` clears them all by setting `model._cache = {}`."""
+    cache = model.__dict__.setdefault("_cache", {})
+    if name not in cache:
+        cache[name] = build()
+    return cache[name]
+
+
 def params_of(model: Any) -> dict[str, Any]:
     """The constructor arguments of a dataclass model (its hyper-parameters)."""
     return {f.name: getattr(model, f.name) for f in fields(model) if f.init}

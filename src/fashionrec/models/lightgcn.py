@@ -30,6 +30,7 @@ from fashionrec.errors import ConfigError
 from fashionrec.models.base import (
     Recs,
     batched_with,
+    built,
     fill,
     lookup,
     popularity_fallback,
@@ -149,7 +150,7 @@ class LightGCN:
                 every = [(u.detach().numpy().copy(), i.detach().numpy().copy()) for u, i in layers]
         # the means of layers 0..L, and the articles' layers 0..L-1, which a customer's layers
         # 1..L are made of (fold_in)
-        self._inv_degree = None  # fold_in's article degrees, rebuilt on use
+        self._cache = {}  # serving-only structures (`built`)
         self.weights_ = {
             "users": sum(u for u, _ in every) / np.float32(self.layers + 1),
             "items": sum(i for _, i in every) / np.float32(self.layers + 1),
@@ -315,17 +316,20 @@ class LightGCN:
         layers 0..L; the ego (layer 0) is what the fitted final embedding and the fitted
         articles imply, and zero for a customer without them."""
         layers = self.weights_["item_layers"]
-        if getattr(self, "_inv_degree", None) is None:  # not saved: rebuilt after a load
+
+        def inv_sqrt_degree() -> np.ndarray:
             degree = np.asarray(self.seen_[:, self.items_].sum(axis=0)).ravel()
             inv = np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0)
-            self._inv_degree = inv.astype(np.float32)
+            return inv.astype(np.float32)
+
+        inv_i = built(self, "inv_sqrt_degree", inv_sqrt_degree)
 
         def propagated(mat: sp.csr_matrix) -> np.ndarray:
             """The sum of layers 1..L of customers who bought the articles of `mat`'s rows."""
             flags = sp.csr_matrix(mat[:, self.items_] > 0, dtype=np.float32)
             d_u = np.asarray(flags.sum(axis=1)).ravel()
             inv_u = np.divide(1.0, np.sqrt(d_u), out=np.zeros_like(d_u), where=d_u > 0)
-            norm = sp.csr_matrix(sp.diags(inv_u) @ flags @ sp.diags(self._inv_degree))
+            norm = sp.csr_matrix(sp.diags(inv_u) @ flags @ sp.diags(inv_i))
             total = np.zeros((mat.shape[0], layers.shape[2]))
             for layer in layers:
                 total += norm @ layer

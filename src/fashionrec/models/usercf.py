@@ -29,6 +29,7 @@ from fashionrec.models import neighbours as nb
 from fashionrec.models.base import (
     Recs,
     batched_with,
+    built,
     fill,
     popularity_fallback,
     rank_list,
@@ -90,7 +91,7 @@ class UserCF:
             raise ConfigError(f"usercf: neighbours must be at least 1, not {self.neighbours}")
         self.history_ = data.user_items(half_life=self.half_life)
         self.neighbours_ = user_neighbours(self.history_, self.neighbours)
-        self._unit_t = None  # the customers' unit vectors for recommend_with, built on use
+        self._cache = {}  # serving-only structures (`built`)
         self.seen_ = data.user_items(binary=True)
         self.fill_items_, self.fill_scores_ = popularity_fallback(data, self.fill_half_life)
         log.info("usercf: %d neighbour pairs for %d customers", self.neighbours_.nnz, data.n_users)
@@ -141,10 +142,9 @@ class UserCF:
         """`neighbours` with the rows of customers with `new` purchases found again: the top
         `neighbours` by cosine of their purchases plus the new ones, never themselves."""
         fresh = np.flatnonzero(np.diff(new.indptr) > 0)
-        if getattr(self, "_unit_t", None) is None:  # not saved: rebuilt after a load
-            self._unit_t = sp.csr_matrix(unit_rows(self.history_).T)
+        unit_t = built(self, "unit_t", lambda: sp.csr_matrix(unit_rows(self.history_).T))
         vectors = unit_rows(sp.csr_matrix(rows_of(self.history_, users[fresh]) + new[fresh]))
-        sims = sp.csr_matrix(vectors @ self._unit_t)
+        sims = sp.csr_matrix(vectors @ unit_t)
         itself = users[fresh] >= 0
         own = sp.csr_matrix(
             (np.ones(itself.sum()), (np.flatnonzero(itself), users[fresh][itself])),
