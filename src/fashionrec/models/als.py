@@ -403,7 +403,7 @@ class _Factors:
             items[~warm], scores[~warm] = cold.items, cold.scores
         if warm.any():
             exclude = seen[warm] if exclude_seen or not self.rebuy_ else None
-            queries = self.user_vectors(users[warm], None if new is None else new[warm])
+            queries = self._vectors(users[warm], seen[warm], None if new is None else new[warm])
             part = self._top(queries, k, exclude)
             items[warm], scores[warm] = part.items, part.scores
         return Recs(items, scores)
@@ -436,14 +436,20 @@ class _Factors:
         or, for a row of `new` (articles bought after the fit, counted as bought on the last day)
         with purchases, folded in from the customer's purchases plus those. An artifact saved
         before `seen_` kept the weights ignores `new`."""
+        rows = None if new is None else sp.csr_matrix(rows_of(self.seen_, users) + new)
+        return self._vectors(users, rows, new)
+
+    def _vectors(
+        self, users: np.ndarray, rows: sp.csr_matrix | None, new: sp.csr_matrix | None
+    ) -> np.ndarray:
+        """`user_vectors`, given `rows` = the customers' weighted purchases plus `new`."""
         users = np.asarray(users, dtype=np.int64)
         known = (users >= 0) & (users < len(self.user_factors_))
         out = self.user_factors_[np.where(known, users, 0)].copy()
         out[~known] = np.nan
         if new is not None and new.nnz and self.weighted_:
             fresh = np.flatnonzero(np.diff(new.indptr) > 0)
-            rows = sp.csr_matrix(rows_of(self.seen_, users[fresh]) + new[fresh])
-            out[fresh] = self._fold_in(rows, out[fresh])
+            out[fresh] = self._fold_in(rows[fresh], out[fresh])
         return out
 
     def _top(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> Recs:
