@@ -59,10 +59,11 @@ def test_every_model_has_a_known_answer() -> None:
     assert set(KNOWN_TOP) == set(registry.MODELS)
 
 
-# The models that count purchases made after the fit (`recommend_with`): every personalised one;
-# the others (popularity, segments) do not read a customer's purchases. A new model must be
-# placed in one group or the other.
+# The models that count purchases made after the fit (`recommend_with`): every personalised one,
+# and segments (from the purchase profile, a new customer's purchases place them); popularity
+# does not read a customer's purchases. A new model must be placed in one group or the other.
 HISTORY_AWARE = {"repurchase", "itemcf", "content", "usercf", "als", "bpr", "cvae", "lightgcn"}
+HISTORY_AWARE.add("segments")
 HISTORY_AWARE.add("ranker")
 HISTORY_AWARE |= {"ns-rnn", "ns-lstm", "ns-gru", "ns-attention", "ns-transformer", "sasrec"}
 HISTORY_AWARE |= {"weighted", "switching", "cascade"}

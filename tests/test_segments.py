@@ -182,6 +182,36 @@ def test_profile_preferences_assign_with_aliases() -> None:
     assert model.assign({"index_group": "Menswear"}) == model.labels_[12]
 
 
+def test_new_customer_joins_the_segment_of_their_purchases(tmp_path: Path) -> None:
+    """Profile segments: a customer unknown at the fit who posts purchases (recommend_with) gets
+    the list of the segment nearest to their purchases' profile (dominant group, price band)."""
+    groups = ["Ladieswear"] * 3 + ["Menswear"] * 3
+    groups += groups[:4]  # items 0-9: L L L M M M L L L M
+    rows = [(u % 3, u, u // 3) for u in range(30)]  # users 0-14 buy items 0-4, 15-29 items 5-9
+    prices = [0.05 if groups[u // 3] == "Menswear" else 0.01 for u in range(30)]
+    data = make_dataset(rows, 10, n_users=30, articles={"index_group_name": groups}, prices=prices)
+    model = Segments(n_segments=2, prior=0.0).fit(data)
+    assert model.source_ == "profile"
+    assert model.features_ == ["index_group_name", "price_band"]
+    ladies, mens = model.labels_[0], model.labels_[12]  # user 0 bought item 0, user 12 item 4
+    assert ladies != mens
+    unknown = np.array([-1, -1, -1])
+    posted = [np.array([3, 4]), np.array([0, 7]), np.array([], np.int64)]
+    live = model.recommend_with(unknown, posted, 4)
+    np.testing.assert_array_equal(live.items[0], model.recommend(np.array([12]), 4).items[0])
+    np.testing.assert_array_equal(live.items[1], model.recommend(np.array([0]), 4).items[0])
+    # no purchases: the global list, as for any unknown customer
+    np.testing.assert_array_equal(live.items[2], model.recommend(np.array([-1]), 4).items[0])
+    assert model.recommend(np.array([-1]), 4).items[0].tolist() != live.items[0].tolist()
+    # a customer with a segment keeps it; exclude_seen leaves out the new purchases
+    keep = model.recommend_with(np.array([0]), [np.array([3, 4, 9])], 4, exclude_seen=True)
+    seen0 = model.recommend(np.array([0]), 6, exclude_seen=True).items[0]
+    assert keep.items[0].tolist() == [i for i in seen0 if i not in (3, 4, 9)][:4]
+    # and it survives saving (the articles' groups and prices are state)
+    loaded = artifacts.load(artifacts.save(model, tmp_path / "seg"))
+    np.testing.assert_array_equal(loaded.recommend_with(unknown, posted, 4).items, live.items)
+
+
 # ---- the clustering pieces ---------------------------------------------------------------------
 
 

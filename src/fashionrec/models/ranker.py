@@ -513,7 +513,8 @@ class Stage:
         top = np.full((n_dep, n), -1, np.int64)
         top[of[keep], rank[keep].astype(np.int64)] = keep
         items = np.where(fav.items[:, :, None] >= 0, top[np.maximum(fav.items, 0)], -1)
-        scores = np.where(items >= 0, fav.scores[:, :, None] * pop[np.maximum(items, 0)], -np.inf)
+        share = np.where(fav.items >= 0, fav.scores, 0.0)[:, :, None]  # not -inf x 0 (NaN)
+        scores = np.where(items >= 0, share * pop[np.maximum(items, 0)], -np.inf)
         items, scores = items.reshape(len(users), -1), scores.reshape(len(users), -1)
         best = np.argsort(-scores, axis=1, kind="stable")[:, :n]
         return Recs(

@@ -27,13 +27,14 @@ from fashionrec.errors import ConfigError
 from fashionrec.metrics import hit_matrix
 from fashionrec.models.base import (
     Recs,
-    batched,
+    batched_with,
     fill,
     first_k,
     popularity_fallback,
     rank_list,
     row_top_k,
     rows_of,
+    seen_with,
     top_k_dense,
 )
 
@@ -107,6 +108,18 @@ def purchase_profile(
     groups = [c for c in PROFILE_GROUPS if c in data.articles.columns]
     if groups:
         tx = tx.join(data.articles.select("item", *groups), on="item", how="left")
+    return profile_of(tx, groups, data.n_users, edges, n_bands)
+
+
+def profile_of(
+    tx: pl.DataFrame,
+    groups: list[str],
+    n_users: int,
+    edges: dict[str, list[float]] | None = None,
+    n_bands: int = 4,
+) -> tuple[Attributes, dict[str, list[float]]]:
+    """`purchase_profile` of the transactions `tx` (user, item, t_dat, the article `groups` and
+    optionally price and sales_channel_id) of users 0..n_users-1."""
     per_user = tx.group_by("user").agg(
         pl.len().alias("n"),
         pl.col("t_dat").n_unique().alias("visits"),
@@ -115,7 +128,7 @@ def purchase_profile(
     per_user = per_user.with_columns(basket=pl.col("n") / pl.col("visits"))
     cols: dict[str, np.ndarray] = {}
     for col in [*groups, *(["sales_channel_id"] if "sales_channel_id" in tx.columns else [])]:
-        cols[col] = _dominant(tx, col, data.n_users)
+        cols[col] = _dominant(tx, col, n_users)
     users = per_user["user"].to_numpy()
     edges = {} if edges is None else edges
     for name, src in (("price_band", "price"), ("basket_band", "basket"), ("visit_band", "visits")):
@@ -126,17 +139,17 @@ def purchase_profile(
             known = values[~np.isnan(values)]
             qs = np.quantile(known, np.arange(1, n_bands) / n_bands) if len(known) else []
             edges[name] = [float(e) for e in np.unique(qs)]
-        column = np.full(data.n_users, UNKNOWN, dtype=object)
+        column = np.full(n_users, UNKNOWN, dtype=object)
         column[users] = _band(values, edges[name])
         cols[name] = column
-    has = np.zeros(data.n_users, dtype=bool)
+    has = np.zeros(n_users, dtype=bool)
     has[users] = True
     cat = np.stack([c.astype(str) for c in cols.values()], axis=1) if cols else None
     attrs = Attributes(
         list(cols),
-        cat if cat is not None else np.empty((data.n_users, 0), dtype=str),
+        cat if cat is not None else np.empty((n_users, 0), dtype=str),
         [],
-        np.empty((data.n_users, 0)),
+        np.empty((n_users, 0)),
         has,
     )
     return attrs, edges
@@ -368,6 +381,11 @@ class Segments:
     fill_items_: np.ndarray = field(default=None, init=False, repr=False)
     fill_scores_: np.ndarray = field(default=None, init=False, repr=False)
     seen_: sp.csr_matrix = field(default=None, init=False, repr=False)
+    # profile segments only (else None): each article's groups and last price, to place a
+    # customer unknown at the fit by the profile of their purchases after it
+    groups_: list = field(default=None, init=False, repr=False)
+    item_groups_: np.ndarray = field(default=None, init=False, repr=False)
+    item_price_: np.ndarray = field(default=None, init=False, repr=False)
 
     # ---- fitting -----------------------------------------------------------------------------
 
@@ -412,7 +430,23 @@ class Segments:
             self.sizes_.tolist(),
         )
         self._trending(data)
+        self._item_profile(data)
         return self
+
+    def _item_profile(self, data: Dataset) -> None:
+        """With profile segments: what `recommend_with` needs to profile new purchases."""
+        self.groups_, self.item_groups_, self.item_price_ = None, None, None
+        if self.source_ != "profile":
+            return
+        self.groups_ = [c for c in PROFILE_GROUPS if c in data.articles.columns]
+        groups = [data.article_groups(c) for c in self.groups_]
+        self.item_groups_ = (
+            np.stack(groups, axis=1) if groups else np.empty((data.n_items, 0), dtype=str)
+        )
+        self.item_price_ = np.full(data.n_items, np.nan, dtype=np.float32)
+        if "price" in data.transactions.columns:
+            last = data.transactions.group_by("item").agg(pl.col("price").sort_by("t_dat").last())
+            self.item_price_[last["item"].to_numpy()] = last["price"].fill_null(np.nan)
 
     def attributes(self, data: Dataset) -> Attributes:
         """The attributes segments are made of (the source is chosen at the first call, in fit)."""
@@ -537,8 +571,27 @@ class Segments:
     # ---- serving -------------------------------------------------------------------------------
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
-        exclude = self.seen_ if exclude_seen else None
-        return batched(users, lambda u: self._serve(self.segment_of(u), u, k, exclude))
+        return self.recommend_with(users, None, k, exclude_seen=exclude_seen)
+
+    def recommend_with(
+        self,
+        users: np.ndarray,
+        extra: list[np.ndarray] | None,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+    ) -> Recs:
+        """`recommend`, counting `extra[i]` (articles users[i] bought after the fit, on one
+        visit): with segments from the purchase profile, a customer without a segment (unknown
+        at the fit, or without purchases) joins the segment nearest to the profile of these
+        purchases; a customer with a segment keeps it until the refit (segments from the
+        customers table do not depend on purchases). `exclude_seen` leaves these out too."""
+
+        def serve(u: np.ndarray, new: sp.csr_matrix | None) -> Recs:
+            seen = seen_with(rows_of(self.seen_, u), new) if exclude_seen else None
+            return self._serve(self._segments_with(u, new), k, seen)
+
+        return batched_with(users, extra, self.seen_.shape[1], serve)
 
     def segment_of(self, users: np.ndarray) -> np.ndarray:
         """(n,) segment of user indices; -1 for unknown users and users without attributes."""
@@ -546,12 +599,46 @@ class Segments:
         known = (users >= 0) & (users < len(self.labels_))
         return np.where(known, self.labels_[np.where(known, users, 0)], -1).astype(np.int32)
 
-    def _serve(
-        self, segments: np.ndarray, users: np.ndarray, k: int, exclude: sp.csr_matrix | None
-    ) -> Recs:
-        """Each user's segment list (their seen articles skipped), then the global list."""
-        popular = rank_list(self.fill_items_, self.fill_scores_, users, k, exclude)
-        seen = rows_of(exclude, np.asarray(users, dtype=np.int64))
+    def _segments_with(self, users: np.ndarray, new: sp.csr_matrix | None) -> np.ndarray:
+        """`segment_of`, with the customers without a segment who have rows in `new` placed
+        by the profile of those purchases (profile segments only)."""
+        segments = self.segment_of(users)
+        if new is None or self.item_groups_ is None:
+            return segments
+        rows = np.flatnonzero((segments < 0) & (np.diff(new.indptr) > 0))
+        if not len(rows):
+            return segments
+        bought = new[rows].tocoo()
+        repeat = np.maximum(np.rint(bought.data), 1).astype(np.int64)  # a count per article
+        user, item = np.repeat(bought.row, repeat), np.repeat(bought.col, repeat)
+        columns = {
+            "user": user.astype(np.int32),
+            "item": item.astype(np.int32),
+            "t_dat": np.zeros(len(item), dtype=np.int32),  # one visit
+            **{g: self.item_groups_[item, j] for j, g in enumerate(self.groups_)},
+        }
+        edges = dict(self.edges_ or {})
+        if "price_band" in edges:
+            columns["price"] = self.item_price_[item]
+        tx = pl.DataFrame(columns).with_columns(
+            *(pl.col(g).replace(UNKNOWN, None) for g in self.groups_),
+            *([pl.col("price").fill_nan(None)] if "price" in columns else []),
+        )
+        attrs, _ = profile_of(tx, self.groups_, len(rows), edges, self.n_bands)
+        cat = np.full((len(rows), len(self.features_)), UNKNOWN, dtype=object)
+        for j, name in enumerate(self.features_):
+            if name in attrs.cat_names:  # not the sales channel: unknown for new purchases
+                cat[:, j] = attrs.cat[:, attrs.cat_names.index(name)]
+        cat = cat.astype(str)
+        segments[rows] = self._nearest(
+            self._encode(cat), np.empty((len(rows), 0)), given=cat != UNKNOWN
+        )
+        return segments
+
+    def _serve(self, segments: np.ndarray, k: int, seen: sp.csr_matrix | None) -> Recs:
+        """Each row's segment list, then the global list; the articles of the row of `seen`
+        (one row per segment given, or None) skipped."""
+        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(segments)), k, seen)
         width = k + (int(np.diff(seen.indptr).max(initial=0)) if seen is not None else 0)
         rows = np.where(segments >= 0, segments, 0)
         items = np.where((segments >= 0)[:, None], self.seg_items_[rows, :width], -1)
@@ -578,7 +665,7 @@ class Segments:
     def recommend_attributes(self, attributes: dict[str, object], k: int) -> Recs:
         """(1, k) recommendations for a new customer: their segment's trending list, filled."""
         segment = np.array([self.assign(attributes)], dtype=np.int32)
-        return self._serve(segment, np.array([-1]), k, None)
+        return self._serve(segment, k, None)
 
     def _attribute_row(self, attributes: dict[str, object]) -> tuple[np.ndarray, ...]:
         """(1, n_features) codes, (1, n_num) standardised numbers (NaN: not given), given mask."""
