@@ -98,3 +98,47 @@ def test_load_rejects_a_non_artifact(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not a fashionrec model artifact"):
         artifacts.load(tmp_path)
+
+
+def _sorted_top_n(mat: sp.csr_matrix, n: int, self_offset: int | None) -> list[list[tuple]]:
+    """Each row's n largest positive entries by a plain sort (ties: lower column first)."""
+    out = []
+    for r in range(mat.shape[0]):
+        row = mat.getrow(r).tocoo()
+        entries = [
+            (float(v), int(c))
+            for c, v in zip(row.col, row.data, strict=True)
+            if v > 0 and (self_offset is None or c != r + self_offset)
+        ]
+        out.append(sorted(entries, key=lambda e: (-e[0], e[1]))[:n])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_n_per_row_equals_a_plain_sort_with_long_rows_and_ties(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long rows go through the sampled bound (`_above_bound`), in chunks of a few rows; the
+    result must be exactly the n largest of each row, ties by column, as a plain sort says."""
+    monkeypatch.setattr(base, "SAMPLE_CHUNK", 50)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mat = sp.random(30, 200, density=rng.uniform(0.05, 1.0), random_state=rng, format="csr")
+        mat.data = np.round(mat.data * 4) / 4  # many ties, and zeros that must not be listed
+        mat = mat.astype(dtype)
+        n = int(rng.integers(1, 6))
+        offset = int(rng.integers(0, 3)) if rng.random() < 0.5 else None
+        top = base.top_n_per_row(mat, n, self_offset=offset)
+        got = []
+        for r in range(top.shape[0]):
+            cols, vals = (
+                top.indices[top.indptr[r] : top.indptr[r + 1]],
+                top.data[top.indptr[r] : top.indptr[r + 1]],
+            )
+            got.append([(float(v), int(c)) for v, c in zip(vals, cols, strict=True)])
+        assert got == _sorted_top_n(mat, n, offset)
+    # long rows really were cut by the bound: 200 entries, n=2 -> at most a few survive the bound
+    dense = sp.csr_matrix(rng.random((4, 200)).astype(np.float32))
+    rows = np.repeat(np.arange(4), 200)
+    kept = base._above_bound(rows, dense.indices, dense.data, 4, 2)[0]
+    assert len(kept) < 4 * 200 // 4

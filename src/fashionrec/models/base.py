@@ -198,6 +198,7 @@ def top_n_per_row(mat: sp.csr_matrix, n: int, *, self_offset: int | None = None)
     if self_offset is not None:
         keep &= mat.indices != rows + self_offset
     rows, cols, vals = rows[keep], mat.indices[keep], mat.data[keep]
+    rows, cols, vals = _above_bound(rows, cols, vals, mat.shape[0], n)
     if dtype == np.float32:
         # one int64 key per entry: the row, then the score descending (the bits of a positive
         # float32 sort like the float); a stable sort keeps ascending columns for equal scores.
@@ -215,6 +216,39 @@ def top_n_per_row(mat: sp.csr_matrix, n: int, *, self_offset: int | None = None)
     out = sp.csr_matrix((vals[keep].astype(np.float32), cols[keep], indptr), shape=mat.shape)
     out.has_sorted_indices = False  # columns are in score order, not ascending
     return out
+
+
+SAMPLE = 8  # _above_bound: a long row's bound is the n-th largest of its first SAMPLE x n entries
+SAMPLE_CHUNK = 1 << 22  # sampled entries at a time
+
+
+def _above_bound(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int, n: int
+) -> tuple[np.ndarray, ...]:
+    """The entries (row-grouped, as in CSR order) that can be among their row's n largest: in
+    a row longer than SAMPLE x n, those at least the n-th largest of its first SAMPLE x n
+    entries, a lower bound of the row's n-th largest (ties kept, order kept, so the top n are
+    exactly those of all the entries).
+
+    Hand-written because sorting only the survivors (about 1/SAMPLE of a long row) makes
+    `top_n_per_row` 4-7x faster on co-purchase score rows of thousands of entries (measured:
+    0.59 -> 0.13 s for 4,000 rows of 3,000 entries, 1.44 -> 0.20 s for 5,000 rows over 105,542
+    articles); numpy has no per-row partition of ragged rows."""
+    m = SAMPLE * n
+    lengths = np.bincount(rows, minlength=n_rows)
+    long = lengths > m
+    if n < 1 or not long.any():
+        return rows, cols, vals
+    starts = np.cumsum(lengths) - lengths
+    bound = np.full(n_rows, -np.inf, dtype=vals.dtype)
+    long_rows = np.flatnonzero(long)
+    step = max(1, SAMPLE_CHUNK // m)  # bounds the (rows, m) sample's memory
+    for s in range(0, len(long_rows), step):
+        part = long_rows[s : s + step]
+        sample = vals[(starts[part][:, None] + np.arange(m)[None, :]).ravel()].reshape(-1, m)
+        bound[part] = -np.partition(-sample, n - 1, axis=1)[:, n - 1]
+    keep = vals >= bound[rows]
+    return rows[keep], cols[keep], vals[keep]
 
 
 def row_top_k(mat: sp.csr_matrix, k: int) -> Recs:

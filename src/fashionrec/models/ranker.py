@@ -526,7 +526,9 @@ class Stage:
         """(n_users, n_items) co-purchase scores: recency-weighted history @ item neighbours."""
         if "cf" not in cache:
             neighbours = self.parts["itemcf"].neighbours_
-            cache["cf"] = sp.csr_matrix(self.rows("history", users) @ neighbours)
+            cf = sp.csr_matrix(self.rows("history", users) @ neighbours)
+            cf.sort_indices()  # once: the itemcf source and pair_cf then skip their sorts
+            cache["cf"] = cf
         return cache["cf"]
 
     def candidates(self, users: np.ndarray, sources: dict[str, int]) -> tuple[pl.DataFrame, dict]:
