@@ -210,6 +210,10 @@ def test_new_customer_joins_the_segment_of_their_purchases(tmp_path: Path) -> No
     # and it survives saving (the articles' groups and prices are state)
     loaded = artifacts.load(artifacts.save(model, tmp_path / "seg"))
     np.testing.assert_array_equal(loaded.recommend_with(unknown, posted, 4).items, live.items)
+    # an article with no group and no price says nothing: the global list, as with no purchase
+    loaded.item_groups_[9, 0], loaded.item_price_[9] = "unknown", np.nan
+    blank = loaded.recommend_with(unknown[:1], [np.array([9])], 4)
+    np.testing.assert_array_equal(blank.items[0], live.items[2])
 
 
 # ---- the clustering pieces ---------------------------------------------------------------------

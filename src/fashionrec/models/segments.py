@@ -630,8 +630,10 @@ class Segments:
             if name in attrs.cat_names:  # not the sales channel: unknown for new purchases
                 cat[:, j] = attrs.cat[:, attrs.cat_names.index(name)]
         cat = cat.astype(str)
-        segments[rows] = self._nearest(
-            self._encode(cat), np.empty((len(rows), 0)), given=cat != UNKNOWN
+        given = cat != UNKNOWN
+        placed = given.any(axis=1)  # nothing known (as `assign` with no attributes): stay -1
+        segments[rows[placed]] = self._nearest(
+            self._encode(cat[placed]), np.empty((int(placed.sum()), 0)), given=given[placed]
         )
         return segments
 
