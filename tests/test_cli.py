@@ -17,6 +17,7 @@ from fashionrec.data.split import week
 from fashionrec.errors import ConfigError
 from fashionrec.evaluate import breakdown, read_submission
 from fashionrec.metrics import evaluate_recs
+from fashionrec.models import registry
 from fashionrec.models.compose import parse_params as composed_params
 
 from .conftest import known_answer_rows, write_tables
@@ -183,12 +184,37 @@ def test_params_of_the_cli_and_of_composed_models() -> None:
             cli.parse_params([bad], ["als", "itemcf"])
 
 
+def test_parameter_values_are_checked_against_their_types() -> None:
+    """registry.create takes a parameter as its annotation wants it, or names it in an error."""
+    assert registry.create("decay", half_life=3).half_life == 3.0  # an int for a float
+    assert isinstance(registry.create("decay", half_life=3).half_life, float)
+    assert registry.create("als", factors=8.0).factors == 8  # a whole float for an int
+    assert registry.create("als", factors=np.int64(8)).factors == 8
+    assert registry.create("itemcf", window_days=None).window_days is None  # int | None
+    assert registry.create("ranker", objective="binary").objective == "binary"
+    assert registry.create("ranker", params=30).params == "30"  # `-p x=30` read as a number
+    for name, params, message in (
+        ("segments", {"n_segments": "abc"}, "segments.n_segments must be a whole number"),
+        ("als", {"factors": 8.5}, "als.factors must be a whole number"),
+        ("decay", {"half_life": True}, "decay.half_life must be a number"),
+        ("als", {"search": "fast"}, "als.search must be one of exact, pruned, ann"),
+        ("itemcf", {"window_days": "week"}, "a whole number or null"),
+        ("segments", {"numeric_age": "yes"}, "true or false"),
+        ("decay", {"bogus": 1}, "unknown parameter bogus; parameters are"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            registry.create(name, **params)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["evaluate", "{ds}", "--models", "nope"], "unknown model 'nope'"),
         (["evaluate", "{ds}", "--param", "half_life=3"], "name the model"),
         (["evaluate", "{ds}", "--models", "decay", "--param", "decay.bogus=3"], "bogus"),
+        (["fit", "segments", "{ds}", "--out", "{tmp}/m", "-p", "n_segments=abc"], "whole number"),
+        (["fit", "ranker", "{ds}", "--out", "{tmp}/m", "-p", "ranker.threads=1.5"], "threads"),
+        (["fit", "als", "{ds}", "--out", "{tmp}/m", "-p", "search=fast"], "exact, pruned, ann"),
         (["evaluate", "{ds}", "--split", "random"], "unknown split"),
         (["evaluate", "{tmp}"], "not a fashionrec dataset"),
         (["evaluate", "{ds}", "--by", "colour"], "not a customers or articles column"),

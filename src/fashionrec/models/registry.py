@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
+import numbers
+import types
+import typing
 from typing import Any
+
+import numpy as np
 
 from fashionrec.errors import ConfigError
 
@@ -42,12 +49,63 @@ def get(name: str) -> type:
 
 
 def create(name: str, **params: Any) -> Any:
-    """A new unfitted model; unknown parameters are a ConfigError naming the valid ones."""
+    """A new unfitted model; unknown parameters, and values of the wrong type, are a ConfigError
+    naming the parameter (a whole number is taken for a float and as a string's text)."""
     cls = get(name)
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        from dataclasses import fields
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"{name}: unknown parameter {', '.join(unknown)}; parameters are {', '.join(valid)}"
+        )
+    return cls(
+        **{key: checked(f"{name}.{key}", value, hints[key]) for key, value in params.items()}
+    )
 
-        valid = [f.name for f in fields(cls) if f.init]
-        raise ConfigError(f"{name}: {exc}; parameters are {', '.join(valid)}") from None
+
+def checked(where: str, value: Any, hint: Any) -> Any:
+    """`value` as the annotation `hint` wants it (int, float, bool, str, a Literal, X | None;
+    other annotations are left to the model), or a ConfigError naming `where`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return checked(where, value, arg)
+            except ConfigError:
+                pass
+    elif origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, args))}, not {value!r}")
+    elif origin is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    elif hint is bool:
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+    elif hint is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return json.dumps(value)  # `-p x.key=30` was read as a number
+    else:
+        return value
+    raise ConfigError(f"{where} must be {_kind(hint)}, not {value!r}")
+
+
+def _kind(hint: Any) -> str:
+    """How an annotation reads in an error message."""
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join("null" if a is type(None) else _kind(a) for a in typing.get_args(hint))
+    return names.get(hint, str(hint))
