@@ -230,10 +230,10 @@ def _above_bound(
     entries, a lower bound of the row's n-th largest (ties kept, order kept, so the top n are
     exactly those of all the entries).
 
-    Hand-written because sorting only the survivors (about 1/SAMPLE of a long row) makes
-    `top_n_per_row` 4-7x faster on co-purchase score rows of thousands of entries (measured:
-    0.59 -> 0.13 s for 4,000 rows of 3,000 entries, 1.44 -> 0.20 s for 5,000 rows over 105,542
-    articles); numpy has no per-row partition of ragged rows."""
+    Hand-written because sorting only the survivors (about 1/SAMPLE of a long row, more with
+    ties) makes `top_n_per_row` 2.5x faster on co-purchase score rows of thousands of entries
+    with sorted columns, 1.5x with unsorted ones, which it sorts first
+    (benchmarks/topn_bench.py); numpy has no per-row partition of ragged rows."""
     m = SAMPLE * n
     lengths = np.bincount(rows, minlength=n_rows)
     long = lengths > m
