@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import numbers
 import types
 import typing
@@ -97,7 +96,7 @@ def checked(where: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return json.dumps(value)  # `-p x.key=30` was read as a number
+            return str(value)  # `-p x.key=30` was read as a number
     else:
         return value
     raise ConfigError(f"{where} must be {_kind(hint)}, not {value!r}")
