@@ -47,12 +47,11 @@ def test_lookup_and_as_csr() -> None:
 
 def test_rank_list_skips_each_users_items() -> None:
     excl = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 0, 0]]))
-    recs = base.rank_list(
-        np.array([0, 1, 2, 3]), np.array([4.0, 3, 2, 1]), np.array([0, 1]), 2, excl
-    )
+    recs = base.rank_list(np.array([0, 1, 2, 3]), np.array([4.0, 3, 2, 1]), 2, 2, excl)
     assert recs.items.tolist() == [[2, 3], [0, 1]]
     # unknown users (-1) have nothing to exclude
-    recs = base.rank_list(np.array([0, 1]), np.array([2.0, 1]), np.array([-1]), 2, excl)
+    unknown = base.rows_of(excl, np.array([-1]))
+    recs = base.rank_list(np.array([0, 1]), np.array([2.0, 1]), 1, 2, unknown)
     assert recs.items.tolist() == [[0, 1]]
 
 

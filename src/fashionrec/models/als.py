@@ -399,7 +399,7 @@ class _Factors:
         items = np.full((len(users), k), -1, np.int32)
         scores = np.full((len(users), k), -np.inf, np.float32)
         if (~warm).any():
-            cold = rank_list(self.fill_items_, self.fill_scores_, users[~warm], k)
+            cold = rank_list(self.fill_items_, self.fill_scores_, int((~warm).sum()), k)
             items[~warm], scores[~warm] = cold.items, cold.scores
         if warm.any():
             exclude = seen[warm] if exclude_seen or not self.rebuy_ else None
@@ -537,7 +537,7 @@ class _Factors:
             out_scores[known] = recs.scores
         if (~known).any():
             pop = rank_list(
-                self.fill_items_, self.fill_scores_, np.arange(n - known.sum()), k, itself[~known]
+                self.fill_items_, self.fill_scores_, int(n - known.sum()), k, itself[~known]
             )
             out_items[~known], out_scores[~known] = pop.items, pop.scores
         return Recs(out_items, out_scores)

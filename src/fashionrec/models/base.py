@@ -152,18 +152,17 @@ def rows_of(matrix: sp.csr_matrix | None, users: np.ndarray) -> sp.csr_matrix | 
 def rank_list(
     ranked_items: np.ndarray,
     ranked_scores: np.ndarray,
-    users: np.ndarray,
+    n: int,
     k: int,
     exclude: sp.csr_matrix | None = None,
 ) -> Recs:
-    """One ranked list for all `users`, skipping each user's items in `exclude` (user x item)."""
-    users = np.asarray(users, dtype=np.int64)
-    excl = rows_of(exclude, users)
-    extra = int(np.diff(excl.indptr).max(initial=0)) if excl is not None else 0
+    """One ranked list for `n` rows, skipping in each row the items of its row of `exclude`
+    (n x items; e.g. `rows_of(seen, users)`)."""
+    extra = int(np.diff(exclude.indptr).max(initial=0)) if exclude is not None else 0
     length = min(len(ranked_items), k + extra)
-    items = np.broadcast_to(ranked_items[:length], (len(users), length))
-    scores = np.broadcast_to(ranked_scores[:length], (len(users), length))
-    keep = np.ones(items.shape, dtype=bool) if excl is None else ~hit_matrix(items, excl)
+    items = np.broadcast_to(ranked_items[:length], (n, length))
+    scores = np.broadcast_to(ranked_scores[:length], (n, length))
+    keep = np.ones(items.shape, dtype=bool) if exclude is None else ~hit_matrix(items, exclude)
     return first_k(items, scores, keep, k)
 
 

@@ -425,13 +425,8 @@ class CVAE:
             scores[cold] = self.prior_[segments[cold]]
         own = top_k_dense(scores, k, inputs if exclude_seen else None)
         own = Recs(np.where(own.items >= 0, self.columns_[own.items], -1), own.scores)
-        popular = rank_list(
-            self.fill_items_,
-            self.fill_scores_,
-            np.arange(len(users)),
-            k,
-            seen if exclude_seen else None,
-        )
+        exclude = seen if exclude_seen else None
+        popular = rank_list(self.fill_items_, self.fill_scores_, len(users), k, exclude)
         return fill(own, popular, k)
 
     # ---- new customers -------------------------------------------------------------------------

@@ -305,7 +305,7 @@ class LightGCN:
         low = np.where(own.items >= 0, own.scores, np.inf).min(axis=1, keepdims=True)
         shifted = np.where(own.items >= 0, own.scores - np.minimum(low, 0), own.scores)
         exclude = seen if exclude_seen else None
-        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, exclude)
+        popular = rank_list(self.fill_items_, self.fill_scores_, len(users), k, exclude)
         return fill(Recs(own.items, shifted.astype(np.float32)), popular, k)
 
     def fold_in(self, bought: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:

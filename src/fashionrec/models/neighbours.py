@@ -174,7 +174,7 @@ class NeighbourModel:
             scores = (1.0 - self.repeat_) * _row_normalise(explore)
             scores = scores + self.repeat_ * _row_normalise(hist + own)
         exclude = seen if exclude_seen else None
-        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, exclude)
+        popular = rank_list(self.fill_items_, self.fill_scores_, len(users), k, exclude)
         return fill(row_top_k(sp.csr_matrix(scores), k), popular, k)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fashionrec.data.dataset import Dataset
-from fashionrec.models.base import Recs, batched, rank_list, squash, top_items
+from fashionrec.models.base import Recs, batched, rank_list, rows_of, squash, top_items
 
 
 @dataclass
@@ -29,7 +29,9 @@ class _Ranked:
 
     def recommend(self, users: np.ndarray, k: int, *, exclude_seen: bool = False) -> Recs:
         exclude = self.seen_ if exclude_seen else None
-        return batched(users, lambda u: rank_list(self.items_, self.scores_, u, k, exclude))
+        return batched(
+            users, lambda u: rank_list(self.items_, self.scores_, len(u), k, rows_of(exclude, u))
+        )
 
 
 @dataclass

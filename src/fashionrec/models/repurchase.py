@@ -71,7 +71,7 @@ class Repurchase:
             own = own + new
         if exclude_seen:
             seen = rows_of(self.seen_, users) + own  # every own article is seen
-            popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, seen)
+            popular = rank_list(self.fill_items_, self.fill_scores_, len(users), k, seen)
             return popular  # so only the fill is left
-        popular = rank_list(self.fill_items_, self.fill_scores_, users, k)
+        popular = rank_list(self.fill_items_, self.fill_scores_, len(users), k)
         return fill(row_top_k(own, k), popular, k)

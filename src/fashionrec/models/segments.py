@@ -640,7 +640,7 @@ class Segments:
     def _serve(self, segments: np.ndarray, k: int, seen: sp.csr_matrix | None) -> Recs:
         """Each row's segment list, then the global list; the articles of the row of `seen`
         (one row per segment given, or None) skipped."""
-        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(segments)), k, seen)
+        popular = rank_list(self.fill_items_, self.fill_scores_, len(segments), k, seen)
         width = k + (int(np.diff(seen.indptr).max(initial=0)) if seen is not None else 0)
         rows = np.where(segments >= 0, segments, 0)
         items = np.where((segments >= 0)[:, None], self.seg_items_[rows, :width], -1)

@@ -640,7 +640,7 @@ class SequenceModel:
         token_users = np.where((users >= 0) & (users < self.n_users_), users + 1, 0)
 
         def popular(rows: np.ndarray, excl: sp.csr_matrix | None) -> Recs:
-            return rank_list(self.pop_items_, self.pop_scores_, np.arange(len(rows)), k, excl)
+            return rank_list(self.pop_items_, self.pop_scores_, len(rows), k, excl)
 
         def sequence(rows: np.ndarray, excl: sp.csr_matrix | None) -> Recs:
             tokens = tails(indptr, items, self.max_history, rows=rows)

@@ -133,7 +133,7 @@ class UserCF:
             scores = sp.csr_matrix(scores - scores.multiply(seen))
             scores.eliminate_zeros()
         exclude = seen if exclude_seen else None
-        popular = rank_list(self.fill_items_, self.fill_scores_, np.arange(len(users)), k, exclude)
+        popular = rank_list(self.fill_items_, self.fill_scores_, len(users), k, exclude)
         return fill(row_top_k(scores, k), popular, k)
 
     def _renew(
