@@ -439,4 +439,5 @@ def _als(model: Any, data: SparkData, reg_param: float | None) -> Any:
     model.fill_items_, model.fill_scores_ = popularity_fallback(data, model.fill_half_life)
     share = data.repeat_share_rows()
     model.rebuy_ = bool(share >= MIN_REBUY_SHARE) if model.rebuy is None else bool(model.rebuy)
+    model._cache = {}  # serving-only structures of an earlier fit (`base.built`) are stale
     return model
