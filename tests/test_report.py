@@ -72,3 +72,27 @@ def test_bad_k_range(tmp_path: Path, k_range: str) -> None:
 
     with pytest.raises(ConfigError):
         cli.parse_k_range(k_range)
+
+
+def test_ranker_section_recall_and_importance(tmp_path: Path) -> None:
+    # each customer buys their favourite again and a popular article new to them in the test
+    # week: `repurchase` finds the favourites (half the purchases), `decay` the popular ones
+    from fashionrec.data.split import week
+    from fashionrec.evaluate import fit_recommend
+    from fashionrec.report import Page, ranker_section
+
+    from .test_ranker import RANKER_FAST, repeat_store
+
+    split = week(repeat_store(), 7)
+    runs = [fit_recommend("ranker", RANKER_FAST, split, 12), fit_recommend("decay", {}, split, 12)]
+    page = Page(tmp_path)
+    ranker_section(page, runs, split)
+    assert [title for title, _ in page.sections] == ["Two-stage ranker: ranker"]  # not decay
+    text = "\n".join(str(part) for part in page.sections[0][1])
+    # own articles: the favourite and the popular ones of the 5 earlier weeks
+    assert "| repurchase | 6.0000 | 0.5000 | 40 | 80 |" in text
+    assert "| union | " in text and " | 1.0000 | 80 | 80 |" in text
+    assert text.count("| lambdarank |") == 1 and text.count("| binary |") == 2
+    assert "| feature | gain_share | splits |" in text and "| repurchase_score |" in text
+    png = tmp_path / "importance_ranker.png"
+    assert png in page.sections[0][1] and png.read_bytes()[:4] == b"\x89PNG"

@@ -1,8 +1,8 @@
 """`fashionrec report`: one self-contained HTML page (and the same as markdown) with PNG plots.
 
-Data overview, customer segments, the model comparison, per-category and per-segment metrics,
-fairness gaps between customer groups, popularity bias by rank position, and the sequence-model
-ablation tables when they exist.
+Data overview, customer segments, the model comparison, the two-stage ranker's candidate recall
+and feature importance, per-category and per-segment metrics, fairness gaps between customer
+groups, popularity bias by rank position, and the sequence-model ablation tables when they exist.
 """
 
 from __future__ import annotations
@@ -186,6 +186,38 @@ def comparison(page: Page, runs: list[Run], split: Split, k: int) -> list[dict]:
     return rows
 
 
+def ranker_section(page: Page, runs: list[Run], split: Split) -> None:
+    """For each two-stage ranker: its candidate recall per source on the test buyers, its
+    labelled training weeks and boosters, and its feature importance (table and plot)."""
+    from fashionrec.models.ranker import Ranker, candidate_recall, feature_importance
+
+    for run in runs:
+        if not isinstance(run.model, Ranker):
+            continue
+        recall = candidate_recall(run.model, split.test, run.users).to_dicts()
+        recall_columns = ["candidates_per_user", "recall", "found", "purchases"]
+        weeks = [w for w in run.model.info_["weeks"] if "users" in w]
+        parts: list[str | Path] = [
+            "Candidate recall: the share of the test buyers' purchases (distinct customer-article "
+            "pairs) among each source's candidates and among their union, which caps what the "
+            "ranker can find.",
+            markdown_table(recall, recall_columns, "source"),
+            "Labelled weeks (the newest validates the boosters' early stopping) and boosters:",
+            markdown_table(weeks, ["users", "rows", "positives", "recall"], "start"),
+            markdown_table(run.model.info_["boosters"], ["rounds", "valid_map"], "objective"),
+        ]
+        png = page.out / f"importance_{run.name}.png"
+        importance = feature_importance(run.model, png, top=20)
+        if importance.height:
+            top = importance.head(20).to_dicts()
+            parts += [
+                "Feature importance (total gain of the boosters):",
+                png,
+                markdown_table(top, ["gain_share", "splits"], "feature"),
+            ]
+        page.add(f"Two-stage ranker: {run.name}", *parts)
+
+
 def groups_section(
     page: Page, runs: list[Run], split: Split, k: int, customer_groups: dict[str, np.ndarray]
 ) -> None:
@@ -351,6 +383,7 @@ def build(
     groups["segment"] = seg.labels_.astype(str)
     runs = [fit_recommend(name, params, split, k) for name, params in models]
     rows = comparison(page, runs, split, k)
+    ranker_section(page, runs, split)
     groups_section(page, runs, split, k, groups)
     popularity_bias(page, runs, split, k)
     ablations(page)
