@@ -216,6 +216,9 @@ def test_week_stats_known_answer(tmp_path: Path) -> None:
     assert s["baskets (>1 article) with 2 colours of a product"] == 1.0
     assert s["online share (sales_channel_id 2)"] == 0.8
     assert s["price max"] == 0.03
+    # the whole history: pairs (a, 0100000001) on 2 days, (a, 0100000002), (a, 0200000001) and
+    # (b, 0200000001) on one (b's quantity 2 is one day)
+    assert synthetic.pairs_on_several_days(tmp_path) == 1 / 4
 
 
 def test_calibrate_against_the_real_week(generated: Path) -> None:

@@ -1028,6 +1028,30 @@ def week_stats(directory: str | Path, days: int = 7, scale: float = 1.0) -> dict
     }
 
 
+# Share of the (customer, article) pairs of the real H&M transactions (2018-09-20..2020-09-22)
+# bought on more than one day: 1,141,216 of 27,306,439 pairs. Not measurable on the one real
+# week in ../shared; from a public analysis of the full Kaggle file (docs/scale.md).
+HM_PAIRS_ON_SEVERAL_DAYS = 1_141_216 / 27_306_439
+
+
+def pairs_on_several_days(directory: str | Path) -> float:
+    """Share of the (customer, article) pairs of the whole transactions table in `directory`
+    that were bought on more than one day: how often customers buy an article again."""
+    tx_path = find_table(Path(directory), "transactions_train")
+    if tx_path is None:
+        raise DataError("needs a transactions_train table", file=directory)
+    days = (
+        _scan_table(tx_path)
+        .select("customer_id", "article_id", "t_dat")
+        .unique()
+        .group_by("customer_id", "article_id")
+        .len()
+        .select((pl.col("len") > 1).mean())
+        .collect(engine="streaming")
+    )
+    return float(days.item())
+
+
 def calibrate(generated_dir: str | Path, real_dir: str | Path) -> pl.DataFrame:
     """The final week of generated vs real data: one row per statistic (`week_stats`), with the
     ratio generated / real. The generated counts are divided by the scale in generator.json."""
