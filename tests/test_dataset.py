@@ -123,6 +123,10 @@ def test_leave_last_out(data: Dataset) -> None:
 def test_time_fraction(data: Dataset) -> None:
     s = split.time_fraction(data, 0.7)  # span 10 days -> cutoff 2024-01-08
     assert s.train.max_date < date(2024, 1, 8) <= s.test.min_date
+    # 0.8 of the 10 days (01-01..01-10, both counted) ends after 01-08: 5 rows train, 2 test
+    s = split.time_fraction(data, 0.8)
+    assert (s.train.transactions.height, s.test.transactions.height) == (5, 2)
+    assert s.train.max_date == date(2024, 1, 8) and s.test.min_date == date(2024, 1, 9)
 
 
 def test_split_errors(data: Dataset) -> None:

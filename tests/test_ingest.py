@@ -79,10 +79,16 @@ def test_real_hm_week(tmp_path: Path) -> None:
     assert channels["count"].to_list() == [74_502, 165_809]
 
 
-@pytest.mark.parametrize("name", ["ml100k", "online_retail"])
-def test_other_real_sets(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "rows", "customers", "articles"),
+    [("ml100k", 100_000, 943, 1_682), ("online_retail", 391_852, 4_239, 3_999)],
+)  # the counts of ../shared/data/README.md
+def test_other_real_sets(
+    tmp_path: Path, name: str, rows: int, customers: int, articles: int
+) -> None:
     m = ingest(shared(name), tmp_path / "ds")
-    assert m["rows"]["transactions"] > 90_000
+    assert m["rows"]["transactions"] == rows
+    assert (m["n_customers"], m["n_articles"]) == (customers, articles)
     assert m["dropped"]["unknown_article_rows"] == 0
 
 

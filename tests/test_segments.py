@@ -112,6 +112,9 @@ def test_sampled_fit_assigns_everyone_deterministically(two_groups: Dataset) -> 
     assert (a.labels_ >= 0).all() and len(a.labels_) == two_groups.n_users
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.segment_customers(two_groups), a.labels_)
+    # fitted on 10 sampled customers, it still finds the two groups (customers 0-19, 20-39)
+    assert len(set(a.labels_[:20])) == len(set(a.labels_[20:])) == 1
+    assert a.labels_[0] != a.labels_[20]
 
 
 def test_save_load_keeps_segments_and_assign(two_groups: Dataset, tmp_path: Path) -> None:

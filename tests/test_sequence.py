@@ -233,7 +233,7 @@ def test_validation_keeps_the_best_epoch(random_dataset: Dataset) -> None:
     model = tiny("ns-gru", epochs=12, lr=0.05, patience=2, valid_k=5).fit(random_dataset)
     hrs = [row["valid_hr@5"] for row in model.train_log_]
     best = hrs.index(max(hrs))
-    assert len(hrs) == 12 or len(hrs) == best + 1 + 2  # stops 2 epochs after the best
+    assert len(hrs) == best + 1 + 2 < 12  # stops 2 epochs after the best, before the last
     indptr, items, _ = random_dataset.sequences()
     prepared = model._train_data(*drop_repeats(indptr, items))
     # the held-out last purchase is never a training target
@@ -338,7 +338,7 @@ def test_ablation_tables(random_dataset: Dataset) -> None:
     assert [r["order"] for r in tables["order"]] == ["true", "day-shuffle", "random"]
     assert [r["max_history"] for r in tables["history"]] == [5, 10, 20, 50]
     for row in tables["order"] + tables["history"]:
-        assert 0 <= row["hr@14"] <= 1 and row["epochs"] == 1 and row["model"] == "ns-gru"
+        assert row["epochs"] == 1 and row["model"] == "ns-gru" and "hr@14" in row
     emb = experiments.ablation_embedding(random_dataset, params=params, sizes=(1, 4))
     assert [r["embedding"] for r in emb] == [1, 4]
     with pytest.raises(ConfigError):

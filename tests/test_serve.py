@@ -25,7 +25,7 @@ from fashionrec.serve import experiments, routes, versions
 from fashionrec.serve.app import Service, Settings, create_app
 from fashionrec.serve.store import SQLiteStore
 
-from .conftest import known_answer_rows, write_tables
+from .conftest import known_answer_rows, write_csv, write_tables
 
 KEY = {"X-API-Key": "test-key"}
 
@@ -47,6 +47,10 @@ def publish_all(dataset: Path, root: Path, names: list[str], serving: str) -> No
 def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("serve")
     write_tables(root / "src", known_answer_rows(), [f"A{i}" for i in range(7)])
+    # texts: A1, A2 and A3 are dresses, A2 the same striped summer dress as A1
+    names = {"A1": "striped summer dress", "A2": "striped summer dress", "A3": "evening dress"}
+    rows = [f"A{i},{names.get(f'A{i}', f'name A{i}')}" for i in range(7)]
+    write_csv(root / "src" / "articles.csv", "article_id,prod_name", rows)
     ingest(root / "src", root / "ds")
     publish_all(
         root / "ds",
@@ -225,7 +229,8 @@ def test_also_bought_and_similar(client: TestClient) -> None:
     r = client.get("/articles/A5/also-bought", params={"k": 3})
     assert articles(r)[0] == "A1" and r.json()["model"] == "itemcf"
     r = client.get("/articles/A1/similar", params={"k": 3})
-    assert r.json()["model"] == "content" and "A1" not in articles(r)
+    assert r.json()["model"] == "content"
+    assert articles(r)[:2] == ["A2", "A3"]  # the same text first, then the other dress
     page = client.get("/article/A5").text
     assert "Others also bought" in page and "Similar items" in page
 
@@ -258,7 +263,12 @@ def test_ab_experiment_assigns_deterministically_and_counts_clicks(client: TestC
     assert rows["decay"]["clicks"] == 1 and rows["repurchase"]["clicks"] == 0
     # 12 customers x 2 requests x 2 articles, and the clicked customer once more
     assert rows["decay"]["impressions"] + rows["repurchase"]["impressions"] == 12 * 2 * 2 + 2
-    assert 0 <= report["p_value"] <= 1
+    decay, rep = rows["decay"], rows["repurchase"]
+    z, p = experiments.two_proportion_test(  # the arms in the experiment's order
+        rep["clicks"], rep["impressions"], decay["clicks"], decay["impressions"]
+    )
+    assert report["z"] == pytest.approx(z) and report["p_value"] == pytest.approx(p)
+    assert p > 0.05 and not report["significant"]  # one click proves nothing
     assert client.get("/customers/u0/recommendations?experiment=none").status_code == 404
     page = client.get("/experiments-page").text
     assert "ab1" in page and "p =" in page
@@ -307,7 +317,11 @@ def test_pages(client: TestClient) -> None:
     home = client.get("/")
     assert home.status_code == 200 and "Trending now" in home.text
     page = client.get("/customer", params={"customer_id": "u0"}).text
-    assert page.count('class="card"') >= 6 and "Selected favourites" in page
+    assert "Selected favourites" in page
+    favourites, bought = page.split('id="favourites"')[1].split("Recently bought")
+    shown = [c.split('"')[0] for c in favourites.split('class="card" data-article="')[1:]]
+    assert shown == articles(client.get("/customers/u0/recommendations?k=12"))
+    assert shown[0] == "A4" and 'data-article="A4"' in bought  # u0's own repurchase
     token = page.split('name="token" value="')[1].split('"')[0]
     r = client.post(
         "/customer/u0/feedback",

@@ -114,12 +114,14 @@ def test_ratings_by_hand() -> None:
 
 
 def test_ratings_fallbacks_and_clipping() -> None:
-    model = RatingUserCF().fit(RATINGS)
-    mean = RATINGS.data.mean()
+    # customer means 4.5 and 2, global mean 3: an unknown customer gets 3, an unknown article 4.5
+    model = RatingUserCF().fit(sp.csr_matrix(np.array([[5, 4, 0], [1, 2, 3.0]])))
     pred = model.predict(np.array([-1, 0, 7]), np.array([0, 9, 0]))
-    np.testing.assert_allclose(pred, [mean, 3.0, mean])  # unknown customer, article, customer
-    high = sp.csr_matrix(np.array([[5, 5, 0], [1, 5, 5], [5, 1, 1.0]]))
-    assert RatingUserCF().fit(high).predict(np.array([0]), np.array([2]))[0] <= 5.0
+    np.testing.assert_allclose(pred, [3.0, 4.5, 3.0])  # unknown customer, article, customer
+    # customer 0 (mean 4.5) is like 1 and 2, who rated article 2 above their means (+4/3, +1):
+    # 4.5 + their weighted deviation is 5.67, clipped to the highest rating seen, 5
+    high = sp.csr_matrix(np.array([[5, 4, 0], [5, 1, 5], [5, 2, 5.0]]))
+    assert RatingUserCF().fit(high).predict(np.array([0]), np.array([2]))[0] == 5.0
 
 
 def test_rating_blocks_bound_the_dense_similarities(monkeypatch: pytest.MonkeyPatch) -> None:
