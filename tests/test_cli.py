@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fashionrec import cli
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import week
-from fashionrec.errors import ConfigError
+from fashionrec.errors import ConfigError, FashionrecError
 from fashionrec.evaluate import breakdown, read_submission
 from fashionrec.metrics import evaluate_recs
 from fashionrec.models import registry
@@ -29,6 +29,13 @@ def run(*args: str, code: int = 0) -> str:
     result = runner.invoke(cli.app, list(args))
     assert result.exit_code == code, result.output
     return result.output
+
+
+def fail(*args: str) -> str:
+    """What the command printed, then the user error it stops with (`main` prints it, exit 2)."""
+    result = runner.invoke(cli.app, list(args))
+    assert isinstance(result.exception, FashionrecError), result.output
+    return f"{result.output}\n{result.exception}"
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +309,70 @@ def test_experiment_ablation_on_a_sequence_file(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "abl.json").read_text())["tables"]["order"]
     assert [r["order"] for r in rows] == ["true", "day-shuffle", "random"]
     assert rows[0]["hr@1"] == 1.0 and rows[2]["hr@1"] < 0.5
+
+
+def test_outputs_never_replace_a_users_files(dataset: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "n.txt").write_text("mine")
+    for out in (notes, dataset):  # a user's folder, the dataset itself
+        err = fail("fit", "popular", str(dataset), "--out", str(out))
+        assert "is not a fashionrec model artifact; refusing to replace it" in err
+    assert (notes / "n.txt").read_text() == "mine" and (dataset / "manifest.json").exists()
+    assert "not the current one" in fail("fit", "popular", str(dataset), "--out", ".")
+    run("fit", "popular", str(dataset), "--out", str(tmp_path / "m"))
+    run("fit", "decay", str(dataset), "--out", str(tmp_path / "m"))  # an artifact is replaced
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["name"] == "decay"
+    err = fail("generate", "--out", str(notes), "--scale", "0.0001")
+    assert "exists and is not empty" in err and [p.name for p in notes.iterdir()] == ["n.txt"]
+
+
+def test_output_paths_are_checked_before_the_work(dataset: Path, tmp_path: Path) -> None:
+    run("fit", "popular", str(dataset), "--out", str(tmp_path / "m"))
+    (tmp_path / "file").write_text("x")
+    rec = ("recommend", str(tmp_path / "m"), "--dataset", str(dataset), "--out")
+    assert "is a directory; give a file path" in fail(*rec, str(tmp_path))
+    assert "file is a file, not a directory" in fail(*rec, str(tmp_path / "file" / "s"))
+    assert "give a file name" in fail(*rec, "")
+    out = fail("evaluate", str(dataset), "--models", "popular", "--json", str(tmp_path))
+    assert "is a directory" in out and "| model |" not in out  # nothing was evaluated
+    assert "give at least one model" in fail("evaluate", str(dataset), "--models", ",")
+
+
+def test_a_model_of_another_dataset_or_a_damaged_one(dataset: Path, tmp_path: Path) -> None:
+    other = write_tables(tmp_path / "src", [("2024-01-01", "x", "B1")], ["B1"])
+    run("ingest", str(other), "--out", str(tmp_path / "ds2"))
+    run("fit", "popular", str(dataset), "--out", str(tmp_path / "m"))
+    rec = ("recommend", str(tmp_path / "m"), "--dataset", str(tmp_path / "ds2"), "--out")
+    assert "was fitted on another dataset" in fail(*rec, str(tmp_path / "s.csv"))
+    run(*rec, str(tmp_path / "s.csv"), "--force")  # the user says the ids are the same
+    assert pl.read_csv(tmp_path / "s.csv")["customer_id"].to_list() == ["x"]
+    (tmp_path / "m" / "model.json").write_text("{not json")
+    rec = ("recommend", str(tmp_path / "m"), "--dataset", str(dataset), "--out", "s.csv")
+    assert "model.json: not valid JSON" in fail(*rec)
+    run("fit", "popular", str(dataset), "--out", str(tmp_path / "m"))
+    (tmp_path / "m" / "state.npz").unlink()
+    assert "the model's state cannot be read" in fail(*rec)
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("decay.half_life=0", "decay.half_life must be more than 0"),
+        ("decay.half_life=nan", "decay.half_life must be a number"),
+        ("popular.days=-5", "popular.days must be a finite number of 0 or more"),
+        ("itemcf.neighbours=0", "itemcf.neighbours must be 1 or more"),
+    ],
+)
+def test_parameters_out_of_range(dataset: Path, tmp_path: Path, param: str, message: str) -> None:
+    model = param.split(".")[0]
+    out = fail("fit", model, str(dataset), "--out", str(tmp_path / "m"), "-p", param)
+    assert message in out and not (tmp_path / "m").exists()
+
+
+def test_a_failed_report_leaves_nothing(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    err = fail("report", str(dataset), "--models", "popular", "--k-range", "2..3", "-p",
+              "popular.days=-1", "--out", str(out))  # fmt: skip
+    assert "popular.days" in err and not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary directory either

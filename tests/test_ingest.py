@@ -258,6 +258,54 @@ def test_unparsable_date(tmp_path: Path) -> None:
     assert "'2024-13-45'" in str(err) and "line 4" in str(err) and "2 rows in all" in str(err)
 
 
+def test_implausible_date(tmp_path: Path) -> None:
+    src = good_tables(tmp_path / "src")
+    write_csv(
+        src / "transactions_train.csv",
+        "t_dat,customer_id,article_id",
+        ["2024-01-01,c1,A1", "9999-12-31,c2,A2"],  # a date that later breaks every window
+    )
+    expect_error(
+        src, tmp_path / "ds", file="transactions_train.csv", column="t_dat", row=2,
+        match="between 1970 and 2100",
+    )  # fmt: skip
+
+
+def test_ids_that_are_not_utf8(tmp_path: Path) -> None:
+    # read leniently, 'x\xe4' and 'x\xff' would both become 'x\ufffd': one customer, not two
+    src = good_tables(tmp_path / "src")
+    (src / "transactions_train.csv").write_bytes(
+        b"t_dat,customer_id,article_id\n2024-01-01,c1,A1\n2024-01-02,x\xe4,A1\n"
+        b"2024-01-03,x\xff,A2\n"
+    )
+    err = expect_error(
+        src, tmp_path / "ds", file="transactions_train.csv", column="customer_id", row=2,
+        match="not UTF-8",
+    )  # fmt: skip
+    assert "2 rows in all" in str(err)
+
+
+def test_no_transaction_matches_an_article(tmp_path: Path) -> None:
+    src = write_tables(tmp_path / "src", [("2024-01-01", "c1", "Z1")], ["A1", "A2"])
+    expect_error(
+        src, tmp_path / "ds", file="transactions_train.csv", column="article_id", row=1,
+        match="none of the 1 transactions refers to an article",
+    )  # fmt: skip
+
+
+def test_column_named_twice(tmp_path: Path) -> None:
+    src = good_tables(tmp_path / "src")
+    write_csv(
+        src / "transactions_train.csv",
+        "t_dat,customer_id,article_id,article_id",
+        ["2024-01-01,c1,A1,A2"],
+    )
+    expect_error(
+        src, tmp_path / "ds", file="transactions_train.csv", column="article_id", row=0,
+        match="twice",
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("price", "match"), [("-1.5", "negative"), ("abc", "not a number"), ("inf", "not a number")]
 )

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from fashionrec import __version__
-from fashionrec.errors import ConfigError
+from fashionrec.errors import ConfigError, DataError
 from fashionrec.models import registry
 from fashionrec.models.base import params_of, state_of
 
@@ -29,8 +31,10 @@ FORMAT = "fashionrec-model/1"
 def save(
     model: Any, path: str | Path, *, dataset_hash: str = "", extra: dict | None = None
 ) -> Path:
-    """Write `model` to the directory `path` (replaced atomically if it exists)."""
+    """Write `model` to the directory `path` (replaced atomically if it exists; only an earlier
+    artifact or an empty directory is replaced, never other files)."""
     path = Path(path)
+    check_replaceable(path)
     arrays: dict[str, np.ndarray] = {}
     tensors: dict[str, dict[str, np.ndarray]] = {}
     kinds: dict[str, Any] = {}
@@ -84,14 +88,36 @@ def save(
     return path
 
 
+def check_replaceable(path: Path) -> None:
+    """A ConfigError unless `path` is new, an empty directory or an earlier artifact: saving
+    replaces the whole directory, so it must not hold anything else (a dataset, the current
+    directory, a user's files)."""
+    if path.resolve() == Path.cwd().resolve():
+        raise ConfigError(f"{path}: give a new directory for the model, not the current one")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"{path}: exists and is not a directory; give a new directory")
+    if any(path.iterdir()) and not (path / "model.json").is_file():
+        raise ConfigError(
+            f"{path}: exists and is not a fashionrec model artifact; refusing to replace it"
+        )
+
+
 def read_meta(path: str | Path) -> dict:
     """The model.json of an artifact."""
     meta_path = Path(path) / "model.json"
-    if not meta_path.exists():
+    if not meta_path.is_file():
         raise ConfigError(f"{path}: not a fashionrec model artifact (no model.json)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{path}: unsupported artifact format {meta.get('format')!r}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"not valid JSON ({exc})", file=meta_path) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ConfigError(f"{meta_path}: unsupported artifact format {found!r}")
+    if not isinstance(meta.get("name"), str) or not isinstance(meta.get("state"), dict):
+        raise DataError("no model name or state: the artifact is damaged", file=meta_path)
     return meta
 
 
@@ -99,7 +125,18 @@ def load(path: str | Path) -> Any:
     """The fitted model stored at `path`."""
     path = Path(path)
     meta = read_meta(path)
-    model = registry.create(meta["name"], **meta["params"])
+    model = registry.create(meta["name"], **meta.get("params", {}))
+    try:
+        _load_state(model, path, meta)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, SafetensorError) as exc:
+        raise DataError(
+            f"the model's state cannot be read ({type(exc).__name__}: {exc}); save it again",
+            file=path,
+        ) from None
+    return model
+
+
+def _load_state(model: Any, path: Path, meta: dict) -> None:
     with np.load(path / "state.npz", allow_pickle=False) as npz:
         for key, kind in meta["state"].items():
             if kind == "none":
@@ -116,4 +153,3 @@ def load(path: str | Path) -> Any:
             else:
                 value = kind["json"]
             setattr(model, key, value)
-    return model

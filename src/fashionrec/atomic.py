@@ -9,13 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fashionrec.errors import ConfigError
+
 
 def replace_with(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call `write(tmp)` to write a temporary file in `path`'s directory (same suffix, for writers
     that choose the format by it), then rename it to `path`. On an error the temporary file is
     removed and `path` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path)
     # a unique name that `write` creates itself, so the file gets the usual permissions
     # (mkstemp would make it 0600)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{path.suffix}")
@@ -26,6 +28,19 @@ def replace_with(path: str | Path, write: Callable[[Path], Any]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def check_output(path: Path) -> None:
+    """A ConfigError unless `path` can become a file: a name, not a directory, under a directory
+    (created when missing)."""
+    if not path.name:
+        raise ConfigError(f"{str(path)!r}: give a file name for the output")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give a file path for the output")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{path}: {path.parent} is a file, not a directory") from None
 
 
 def write_text(path: str | Path, text: str) -> Path:

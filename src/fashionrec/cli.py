@@ -17,7 +17,7 @@ import polars as pl
 import typer
 
 from fashionrec import __version__, tracking
-from fashionrec.atomic import replace_with, write_text
+from fashionrec.atomic import check_output, replace_with, write_text
 from fashionrec.errors import ConfigError, FashionrecError
 from fashionrec.params import parse_params
 
@@ -266,27 +266,31 @@ def recommend(
     out: Annotated[Path, typer.Option("--out", "-o", help="Submission CSV to write.")],
     k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
     exclude_seen: Annotated[bool, typer.Option(help="Never recommend a bought article.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Use a model fitted on another dataset with the same ids.")
+    ] = False,
 ) -> None:
     """Write a Kaggle submission (customer_id,prediction) for every customer of DATASET."""
     from fashionrec import artifacts
     from fashionrec.data.dataset import Dataset
 
+    check_output(out)  # before the work, not after it
     data = Dataset.load(dataset)
     meta = artifacts.read_meta(artifact)
     if meta.get("dataset_hash") and meta["dataset_hash"] != data.hash:
-        log.warning(
-            "%s was fitted on another dataset (%s, not %s)",
-            artifact,
-            meta["dataset_hash"],
-            data.hash,
-        )
+        fitted = f"{artifact} was fitted on another dataset ({meta['dataset_hash'][:12]}, not "
+        fitted += f"{data.hash[:12]})"
+        if not force:  # its customer and article numbers mean other ids here
+            raise ConfigError(f"{fitted}: refit it, or pass --force if the ids are the same")
+        log.warning("%s; --force: using it", fitted)
     model = artifacts.load(artifact)
     users = np.arange(data.n_users, dtype=np.int32)
     t0 = time.perf_counter()
     recs = model.recommend(users, k, exclude_seen=exclude_seen)
     article = data.articles["article_id"].to_numpy()
-    idx = np.where(recs.items >= 0, recs.items, 0)
-    words = np.where(recs.items >= 0, article[idx], "")
+    valid = (recs.items >= 0) & (recs.items < len(article))  # --force: only known articles
+    idx = np.where(valid, recs.items, 0)
+    words = np.where(valid, article[idx], "")
     prediction = [" ".join(w for w in row if w) for row in words.tolist()]
     frame = pl.DataFrame({"customer_id": data.customers["customer_id"], "prediction": prediction})
     gzip = out.suffix == ".gz"  # Kaggle accepts a gzipped submission
@@ -306,6 +310,8 @@ def score(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
 ) -> None:
     """Score a submission against the test period, over the customers who buy in it."""
+    if json_out is not None:
+        check_output(json_out)
     from fashionrec.data.dataset import Dataset
     from fashionrec.data.split import make_split
     from fashionrec.evaluate import read_submission, score_recs, truth_of
@@ -345,13 +351,16 @@ def evaluate(
     ] = None,
 ) -> None:
     """Fit and score models on a split; print a markdown table (mean ± 95% CI with --folds)."""
+    for path in (json_out, markdown):
+        if path is not None:
+            check_output(path)  # before the work, not after it
     from fashionrec.data.dataset import Dataset
     from fashionrec.data.split import make_split, rolling
     from fashionrec.evaluate import evaluate as run
     from fashionrec.evaluate import markdown_table, table_columns
     from fashionrec.models import registry
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    names = model_names(models)
     for name in names:
         registry.get(name)
     params = parse_params(param, names)
@@ -411,7 +420,7 @@ def report(
     from fashionrec.models import registry
     from fashionrec.report import build
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    names = model_names(models)
     for name in names:
         registry.get(name)
     params = parse_params(param, names)
@@ -517,6 +526,8 @@ def experiment_ablation(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the tables here.")] = None,
 ) -> None:
     """Leave-last-out ablations of a sequence model: embedding sizes, order, history length."""
+    if json_out is not None:
+        check_output(json_out)
     from fashionrec.data.dataset import Dataset
     from fashionrec.data.seqrec import read_seqrec
     from fashionrec.evaluate import markdown_table
@@ -538,6 +549,14 @@ def experiment_ablation(
         write_text(json_out, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def model_names(models: str) -> list[str]:
+    """The names of a --models list (at least one)."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise ConfigError(f"--models {models!r}: give at least one model name")
+    return names
+
+
 def main() -> None:
     """Entry point: user mistakes become one clear line on stderr and exit code 2."""
     try:
@@ -545,6 +564,10 @@ def main() -> None:
     except FashionrecError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a path the user gave: missing, a directory, a file, no permission
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -204,8 +204,8 @@ def read_submission(path: str | Path, data: Dataset, users: np.ndarray, k: int) 
     """(len(users), k) item indices from a Kaggle submission (`customer_id,prediction`), -1 where a
     customer is missing or has fewer than k known articles."""
     path = Path(path)
-    if not path.exists():
-        raise DataError("file does not exist", file=path)
+    if not path.is_file():
+        raise DataError("is a directory" if path.is_dir() else "file does not exist", file=path)
     try:
         sub = pl.read_csv(path, infer_schema=False)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError) as exc:

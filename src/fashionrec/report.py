@@ -11,6 +11,8 @@ import base64
 import html
 import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ import polars as pl
 
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import Split, week
+from fashionrec.errors import ConfigError
 from fashionrec.evaluate import (
     Run,
     breakdown,
@@ -369,10 +372,51 @@ def build(
     k_values: list[int] | None = None,
     seed: int = 0,
 ) -> dict:
-    """Write report.html, report.md and the PNGs to `out`; returns the comparison rows."""
+    """Write report.html, report.md and the PNGs to `out` (built in a temporary directory and
+    renamed into place: a failed run leaves nothing); returns the comparison rows."""
     t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and _replaceable(out)):
+        raise ConfigError(f"{out}: exists and is not an earlier report; give a new directory")
     data = Dataset.load(dataset)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{out}: {out.parent} is a file, not a directory") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        rows = _build(data, dataset, models, tmp, test_days, k, k_values, seed)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("report written to %s in %.1fs", out / "report.html", time.perf_counter() - t0)
+    return {
+        "rows": rows,
+        "html": str(out / "report.html"),
+        "markdown": str(out / "report.md"),
+        "dataset_hash": data.hash,
+    }
+
+
+def _replaceable(out: Path) -> bool:
+    """An empty directory or an earlier report, which a new report may replace."""
+    return not any(out.iterdir()) or (out / "report.html").is_file()
+
+
+def _build(
+    data: Dataset,
+    dataset: Path,
+    models: list[tuple[str, dict]],
+    out: Path,
+    test_days: int,
+    k: int,
+    k_values: list[int] | None,
+    seed: int,
+) -> list[dict]:
+    """The sections of the report, written to `out`; the comparison rows."""
     split = week(data, test_days)
     page = Page(out)
     overview(page, data)
@@ -387,11 +431,5 @@ def build(
     groups_section(page, runs, split, k, groups)
     popularity_bias(page, runs, split, k)
     ablations(page)
-    html_path, md_path = page.write(f"fashionrec report: {dataset}")
-    log.info("report written to %s in %.1fs", html_path, time.perf_counter() - t0)
-    return {
-        "rows": rows,
-        "html": str(html_path),
-        "markdown": str(md_path),
-        "dataset_hash": data.hash,
-    }
+    page.write(f"fashionrec report: {dataset}")
+    return rows

@@ -62,7 +62,10 @@ def record(
         "fashionrec_version": __version__,
     }
     folder = runs_dir()
-    write_text(folder / f"{run_id}.json", json.dumps(rec, indent=2, default=str) + "\n")
+    try:  # the command's own output is complete by now: a run record it cannot write is a warning
+        write_text(folder / f"{run_id}.json", json.dumps(rec, indent=2, default=str) + "\n")
+    except (ConfigError, OSError) as exc:
+        log.warning("no run record written (%s); set FASHIONREC_RUNS to a directory", exc)
     if track == "mlflow":
         to_mlflow(rec)
     return folder / f"{run_id}.json"

@@ -7,6 +7,7 @@ so a bad input never leaves partial output behind.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -134,8 +135,13 @@ def open_source(path: Path, table: str, sep: str) -> tuple[Source, pl.LazyFrame,
                         file=path,
                         row=0,
                     )
-    if len(set(columns)) != len(columns):
-        dup = next(c for c in columns if columns.count(c) > 1)
+    if source.is_csv:  # polars renames a repeated column, so read the header line itself
+        named = [c.strip() for c in next(csv.reader([_first_line(path)], delimiter=sep), [])]
+        columns_seen = named if len(named) == len(columns) else columns
+    else:
+        columns_seen = columns
+    if len(set(columns_seen)) != len(columns_seen):
+        dup = next(c for c in columns_seen if columns_seen.count(c) > 1)
         raise DataError("column appears twice in the header", file=path, column=dup, row=0)
     for col in schema.REQUIRED[table]:
         if col not in columns:
@@ -332,13 +338,20 @@ def stage_transactions(path: Path, sep: str, hm_ids: bool, stage: Path) -> tuple
     exprs = [pl.col("_row"), t_dat, customer_id, article_id]
     flags = [
         t_dat.is_null().alias("_bad_t_dat"),
+        (~t_dat.dt.year().is_between(1970, 2100)).alias("_odd_t_dat"),
         customer_id.is_null().alias("_null_customer_id"),
         article_id.is_null().alias("_null_article_id"),
+        # bytes that are not UTF-8 were read as U+FFFD: two different ids could become one
+        customer_id.str.contains("\ufffd", literal=True).alias("_utf8_customer_id"),
+        article_id.str.contains("\ufffd", literal=True).alias("_utf8_article_id"),
     ]
     checks = [
         Check("t_dat", "_bad_t_dat", "t_dat is not a date (YYYY-MM-DD)"),
+        Check("t_dat", "_odd_t_dat", "t_dat is not a date between 1970 and 2100"),
         Check("customer_id", "_null_customer_id", "customer_id is empty"),
         Check("article_id", "_null_article_id", "article_id is empty"),
+        Check("customer_id", "_utf8_customer_id", "customer_id is not UTF-8 text"),
+        Check("article_id", "_utf8_article_id", "article_id is not UTF-8 text"),
     ]
     optional = [c for c in schema.TRANSACTION_TYPES if c in columns]
     for col in optional:
@@ -462,6 +475,15 @@ def _ingest_into(
         if strict:
             raise DataError(
                 msg + " (--strict)", file=tx_path, column="article_id", row=unknown_stats["first"]
+            )
+        if unknown_stats["rows"] == n_rows:  # nothing would be left
+            raise DataError(
+                f"none of the {n_rows:,} transactions refers to an article of "
+                f"{paths['articles'].name} (e.g. {unknown_stats['example']!r}): are the ids of "
+                "the two files in the same format?",
+                file=tx_path,
+                column="article_id",
+                row=unknown_stats["first"],
             )
         log.warning("%s: %s; they are dropped", tx_path.name, msg)
 

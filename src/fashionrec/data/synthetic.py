@@ -377,8 +377,8 @@ def _scan_table(path: Path) -> pl.LazyFrame:
 def load_articles_table(path: Path) -> pl.DataFrame:
     """The real articles table (CSV, CSV.gz or parquet) as text columns, checked for the fields
     the generator needs (unlike `ingest.read_articles`, no ids are mapped or validated)."""
-    if not path.exists():
-        raise DataError("file does not exist", file=path)
+    if not path.is_file():
+        raise DataError("not a file" if path.exists() else "file does not exist", file=path)
     frame = _scan_table(path).collect()
     need = ("article_id", "product_code", "department_no", "index_name")
     for column in need:
@@ -836,11 +836,18 @@ def generate(
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not 0 < scale <= 10:
         raise ConfigError(f"--scale must be in (0, 10], not {scale}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, not {seed}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "generator.json").is_file():
+        # the tables written here replace those of the same name: never a user's own data
+        raise ConfigError(f"{out}: exists and is not empty; give a new directory")
     if articles is not None:
         articles = Path(articles)
     w = world(scale, seed, articles)
+    out.mkdir(parents=True, exist_ok=True)
     art, cal, cat, cust = w.articles, w.calendar, w.catalogue, w.customers
     n_customers = len(cust.visits)
     ext = "csv.gz" if fmt == "csv.gz" else "parquet"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import numbers
 import types
 import typing
@@ -59,8 +60,56 @@ def create(name: str, **params: Any) -> Any:
             f"{name}: unknown parameter {', '.join(unknown)}; parameters are {', '.join(valid)}"
         )
     return cls(
-        **{key: checked(f"{name}.{key}", value, hints[key]) for key, value in params.items()}
+        **{
+            key: bounded(f"{name}.{key}", key, checked(f"{name}.{key}", value, hints[key]))
+            for key, value in params.items()
+        }
     )
+
+
+# Parameters that count things (rounds, neighbours, days, sizes) and mean nothing below 1. Every
+# other number must be finite and not negative, and a half-life more than 0.
+AT_LEAST_ONE = frozenset(
+    [
+        "batch_size",
+        "candidates",
+        "days",
+        "depth",
+        "emb_dim",
+        "epochs",
+        "factors",
+        "heads",
+        "hidden",
+        "iterations",
+        "label_days",
+        "latent",
+        "max_history",
+        "max_levels",
+        "n_bands",
+        "n_estimators",
+        "n_init",
+        "n_segments",
+        "neighbours",
+        "num_leaves",
+        "threads",
+        "train_rows",
+        "train_users",
+        "valid_k",
+    ]
+)
+
+
+def bounded(where: str, key: str, value: Any) -> Any:
+    """`value`, or a ConfigError naming `where` when a number is out of its range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where} must be a finite number of 0 or more, not {value!r}")
+    if key in AT_LEAST_ONE and value < 1:
+        raise ConfigError(f"{where} must be 1 or more, not {value!r}")
+    if key.endswith("half_life") and value <= 0:
+        raise ConfigError(f"{where} must be more than 0 (days), not {value!r}")
+    return value
 
 
 def checked(where: str, value: Any, hint: Any) -> Any:
