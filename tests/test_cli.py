@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fashionrec import cli
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import week
-from fashionrec.errors import ConfigError, FashionrecError
+from fashionrec.errors import ConfigError, DataError, FashionrecError
 from fashionrec.evaluate import breakdown, read_submission
 from fashionrec.metrics import evaluate_recs
 from fashionrec.models import registry
@@ -376,3 +376,35 @@ def test_a_failed_report_leaves_nothing(dataset: Path, tmp_path: Path) -> None:
               "popular.days=-1", "--out", str(out))  # fmt: skip
     assert "popular.days" in err and not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary directory either
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [([], "none of its 0 rows"), (["nobody,A1"], "none of its 1 rows .* \\(e.g. 'nobody'\\)")],
+)
+def test_score_a_submission_of_nobody(
+    dataset: Path, tmp_path: Path, rows: list[str], message: str
+) -> None:
+    (tmp_path / "s.csv").write_text("\n".join(["customer_id,prediction", *rows]) + "\n")
+    with pytest.raises(DataError, match=message):
+        read_submission(tmp_path / "s.csv", Dataset.load(dataset), np.arange(3), 12)
+
+
+def test_ingest_separator(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "transactions_train.csv").write_text(
+        "t_dat\tcustomer_id\tarticle_id\n2024-01-01\tu\tA\n"
+    )
+    (src / "articles.csv").write_text("article_id\tprod_name\nA\tx\n")
+    run("ingest", str(src), "--out", str(tmp_path / "ds"), "--sep", "\\t")  # typed: backslash t
+    assert Dataset.load(tmp_path / "ds").n_users == 1
+    assert "give one character" in fail(
+        "ingest", str(src), "--out", str(tmp_path / "x"), "--sep", ";;"
+    )
+
+
+def test_ablation_of_a_model_that_is_not_a_sequence_model(tmp_path: Path) -> None:
+    (tmp_path / "seq.txt").write_text("u1 1 2\nu2 2 3\n")
+    out = fail("experiment", "ablation", str(tmp_path / "seq.txt"), "--model", "popular")
+    assert "'popular' is not a sequence model" in out and "ns-gru" in out

@@ -66,11 +66,15 @@ def test_report_with_age_bands_and_categories(tmp_path: Path) -> None:
     assert result["rows"][0]["model"] == "decay"
 
 
-@pytest.mark.parametrize("k_range", ["2..x", "0..3", ""])
-def test_bad_k_range(tmp_path: Path, k_range: str) -> None:
+@pytest.mark.parametrize(
+    ("k_range", "message"),
+    [("2..x", "expected 2..10"), ("0..3", "1 or more"), ("", "at least one k"),
+     ("5..2", "reversed .try 2..5.")],
+)  # fmt: skip
+def test_bad_k_range(tmp_path: Path, k_range: str, message: str) -> None:
     from fashionrec.errors import ConfigError
 
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=message):
         cli.parse_k_range(k_range)
 
 

@@ -312,6 +312,25 @@ def test_read_seqrec(tmp_path: Path) -> None:
         read_seqrec(tmp_path / "bad.txt")
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "dup.txt",
+            b"u1 1 2\nu2 3\nu1 5 6\n",
+            "row 3: user 'u1' has more than one line .first at line 1",
+        ),
+        ("latin.txt", b"u1 1 2\nu2 \xff3\n", "row 2: not UTF-8 text"),
+        ("fake.txt.gz", b"not gzip", "not a gzip file"),
+        ("empty.txt", b"\n  \n", "the file has no lines"),
+    ],
+)
+def test_read_seqrec_mistakes(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_seqrec(tmp_path / name)
+
+
 def test_read_beauty() -> None:
     data = read_seqrec(shared("seqrec") / "Beauty.txt.gz")
     assert (data.n_users, data.n_items, data.transactions.height) == (22_363, 12_101, 198_502)

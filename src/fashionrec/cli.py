@@ -101,7 +101,7 @@ def ingest(
         ),
     ],
     out: Annotated[str, typer.Option("--out", "-o", help="Dataset directory to write.")],
-    sep: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
+    sep: Annotated[str, typer.Option(help="CSV delimiter: one character, or \\t for a tab.")] = ",",
     strict: Annotated[bool, typer.Option(help="Fail on transactions of unknown articles.")] = False,
     id_format: Annotated[
         str, typer.Option(help="auto, hm (zero-pad numeric article ids to 10) or raw.")
@@ -111,6 +111,9 @@ def ingest(
 ) -> None:
     """Validate the H&M-schema tables in SRC_DIR and write a Dataset directory."""
     t0 = time.perf_counter()
+    sep = {"\\t": "\t", "tab": "\t"}.get(sep, sep)  # a tab is hard to type in a shell
+    if len(sep) != 1 or sep in '\r\n"':
+        raise ConfigError(f"--sep {sep!r}: give one character (\\t for a tab), not a quote")
     spark = _spark(engine, master)
     if spark is None:
         from fashionrec.data.ingest import ingest as run
@@ -450,6 +453,8 @@ def parse_k_range(text: str) -> list[int]:
     try:
         if ".." in text:
             lo, hi = (int(part) for part in text.split("..", 1))
+            if lo > hi:
+                raise ConfigError(f"--k-range {text!r}: the range is reversed (try {hi}..{lo})")
             ks = list(range(lo, hi + 1))
         else:
             ks = [int(part) for part in text.split(",") if part.strip()]
@@ -491,7 +496,7 @@ def generate(
         float, typer.Option(help="1.0 = H&M size: 1.37M customers, 31.8M transactions.")
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="csv.gz, csv or parquet.")] = "csv.gz",
+    fmt: Annotated[str, typer.Option("--format", help="csv.gz or parquet.")] = "csv.gz",
     articles: Annotated[
         Path | None,
         typer.Option(help="The real articles table to use; default: an H&M-like made-up one."),

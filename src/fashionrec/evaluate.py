@@ -229,6 +229,14 @@ def read_submission(path: str | Path, data: Dataset, users: np.ndarray, k: int) 
         .with_columns(pl.int_range(pl.len()).over("customer_id").alias("rank"))
     )
     long = long.filter(pl.col("rank") < k)
+    known = data.user_ids.to_index(sub["customer_id"].fill_null("")) >= 0
+    if sub.height == 0 or not known.any():  # the wrong file, or ids in another format
+        example = f" (e.g. {sub['customer_id'][0]!r})" if sub.height else ""
+        raise DataError(
+            f"none of its {sub.height:,} rows names a customer of the dataset{example}",
+            file=path,
+            column="customer_id",
+        )
     user = data.user_ids.to_index(long["customer_id"])
     item = _article_index(data, long["prediction"])
     unknown = int((item < 0).sum())

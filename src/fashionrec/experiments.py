@@ -161,4 +161,12 @@ def ablation(
     unknown = set(which) - set(ABLATIONS)
     if unknown:
         raise ConfigError(f"unknown ablation {sorted(unknown)}; choose from {', '.join(ABLATIONS)}")
+    from fashionrec.models import registry
+    from fashionrec.models.sequence import SequenceModel
+
+    if not issubclass(registry.get(model), SequenceModel):
+        sequences = [n for n in registry.MODELS if issubclass(registry.get(n), SequenceModel)]
+        raise ConfigError(
+            f"{model!r} is not a sequence model; ablate one of {', '.join(sequences)}"
+        )
     return {name: ABLATIONS[name](data, model, params, k=k) for name in which}

@@ -29,11 +29,20 @@ def read_seqrec(path: str | Path) -> Dataset:
     """A Dataset from a seqrec file (plain or .gz; tokens separated by any whitespace): customers
     in file order, articles sorted by their integer id, one purchase per listed item."""
     path = Path(path)
-    if not path.exists():
-        raise DataError("file does not exist", file=path)
+    if not path.is_file():
+        raise DataError("not a file" if path.exists() else "file does not exist", file=path)
     raw = path.read_bytes()
-    text = (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode()
-    lines = pl.DataFrame({"line": text.splitlines()}).with_row_index("line_no", offset=1)
+    try:
+        text = (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"not a gzip file ({exc})", file=path) from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1 if not path.name.endswith(".gz") else None
+        raise DataError("not UTF-8 text", file=path, row=line) from None
+    lines = pl.DataFrame({"line": text.splitlines()}, schema={"line": pl.String})
+    lines = lines.with_row_index("line_no", offset=1)
+    if not lines.filter(pl.col("line").str.strip_chars() != "").height:
+        raise DataError("the file has no lines", file=path)
     tokens = lines.with_columns(pl.col("line").str.extract_all(r"\S+")).filter(
         pl.col("line").list.len() > 0
     )
@@ -55,8 +64,14 @@ def read_seqrec(path: str | Path) -> Dataset:
     long = long.with_columns(pl.col("article_id").cast(pl.Int64).cast(pl.String))
     users = tokens.select(pl.col("line").list.first().alias("customer_id"))
     if users["customer_id"].is_duplicated().any():
-        dup = users.filter(pl.col("customer_id").is_duplicated())["customer_id"][0]
-        raise DataError(f"user {dup!r} has more than one line", file=path)
+        dup = tokens.filter(pl.col("line").list.first().is_duplicated())
+        user = dup["line"][0][0]
+        lines_of = dup.filter(pl.col("line").list.first() == user)["line_no"]
+        raise DataError(
+            f"user {user!r} has more than one line (first at line {lines_of[0]})",
+            file=path,
+            row=int(lines_of[1]),
+        )
     customers = users.with_row_index("user").with_columns(pl.col("user").cast(pl.Int32))
     articles = (
         long.select(pl.col("article_id").cast(pl.Int64))
