@@ -428,7 +428,20 @@ def test_ragged_csv_row(tmp_path: Path) -> None:
         "t_dat,customer_id,article_id",
         ["2024-01-01,c1,A1", "2024-01-02,c1,A1,extra,fields"],
     )
-    expect_error(src, tmp_path / "ds", file="transactions_train.csv", match="cannot parse")
+    expect_error(
+        src, tmp_path / "ds", file="transactions_train.csv", row=2,
+        match="5 fields where the header has 3 .line 3.",
+    )  # fmt: skip
+
+
+def test_unclosed_quote(tmp_path: Path) -> None:
+    src = good_tables(tmp_path / "src")
+    write_csv(
+        src / "transactions_train.csv",
+        "t_dat,customer_id,article_id",
+        ["2024-01-01,c1,A1", '2024-01-02,"c1,A1', "2024-01-03,c2,A2"],
+    )
+    expect_error(src, tmp_path / "ds", file="transactions_train.csv", row=2, match="never closed")
 
 
 def test_cli_exit_code_and_message(tmp_path: Path) -> None:

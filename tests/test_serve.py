@@ -516,3 +516,25 @@ def test_als_list_follows_a_posted_purchase(tmp_path: Path) -> None:
         assert c.post("/feedback", json=body, headers=KEY).status_code == 200
         after = c.get("/customers/newcomer/recommendations?k=2")
         assert after.json()["model"] == "als" and sorted(articles(after)) == ["X1", "X2"]
+
+
+def test_a_bad_store_is_a_clear_error_and_leaves_no_registry(
+    served: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import tempfile
+
+    from fashionrec.errors import ConfigError
+
+    dataset, _ = served
+    artifact = dataset.parent / "art-decay"  # one artifact: served from a temporary registry
+    before = set(Path(tempfile.gettempdir()).glob("fashionrec-registry-*"))
+    (tmp_path / "file").write_text("not a database")
+    for store, message in [
+        (tmp_path, "is a directory"),
+        (tmp_path / "file" / "fb.sqlite3", "file is a file, not a directory"),
+        (tmp_path / "file", "not a usable SQLite feedback store"),
+    ]:
+        settings = Settings(models=artifact, dataset=dataset, store=store, api_key="k")
+        with pytest.raises(ConfigError, match=message):
+            Service(settings)
+    assert set(Path(tempfile.gettempdir()).glob("fashionrec-registry-*")) == before

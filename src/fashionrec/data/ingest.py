@@ -369,7 +369,7 @@ def stage_transactions(path: Path, sep: str, hm_ids: bool, stage: Path) -> tuple
     try:
         query.sink_parquet(stage)
     except _READ_ERRORS as exc:
-        raise DataError(f"cannot parse the file ({exc})", file=path) from exc
+        raise _parse_error(source, exc) from exc
     staged = pl.scan_parquet(stage)
     n_rows = staged.select(pl.len()).collect().item()
     if n_rows == 0:
@@ -382,7 +382,30 @@ def _collect(lf: pl.LazyFrame, source: Source) -> pl.DataFrame:
     try:
         return lf.collect()
     except _READ_ERRORS as exc:
-        raise DataError(f"cannot parse the file ({exc})", file=source.path) from exc
+        raise _parse_error(source, exc) from exc
+
+
+def _parse_error(source: Source, exc: Exception) -> DataError:
+    """A DataError for a file polars cannot parse, at the first CSV line with the wrong number
+    of fields or an open quote when Python's csv reader finds one (only read on this error)."""
+    if source.is_csv:
+        opener = gzip.open if source.path.name.endswith(".gz") else open
+        row = 0
+        try:
+            with opener(source.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as f:
+                reader = csv.reader(f, delimiter=source.sep, strict=True)
+                width = len(next(reader))
+                for row, fields in enumerate(reader, start=1):
+                    if fields and len(fields) != width:
+                        return DataError(
+                            f"{len(fields)} fields where the header has {width}{source.where(row)}",
+                            file=source.path,
+                            row=row,
+                        )
+        except csv.Error as err:  # e.g. a quote that is never closed
+            hint = "; a quote opened here is never closed" if "end of data" in str(err) else ""
+            return DataError(f"cannot parse the line ({err}){hint}", file=source.path, row=row + 1)
+    return DataError(f"cannot parse the file ({exc})", file=source.path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -95,6 +96,18 @@ class Service:
         self.settings = settings
         self.data = Dataset.load(settings.dataset)
         self.root, self.single = _registry_root(settings.models)
+        try:
+            self._start(settings)
+        except BaseException:
+            self.close()  # a failed start leaves no temporary registry behind
+            raise
+
+    def close(self) -> None:
+        """Remove the temporary registry of a single artifact (a real registry stays)."""
+        if self.single:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _start(self, settings: Settings) -> None:
         self.store: Store = SQLiteStore(settings.store or self.root / "feedback.sqlite3")
         self.api_key = settings.api_key or os.environ.get("FASHIONREC_API_KEY") or ""
         if not self.api_key:

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from fashionrec.errors import ConfigError
+
 EVENTS = ("unlike", "click", "purchase")
 
 # One row per list shown, its articles a JSON array: at ~6 us to write a row, a row per article
@@ -102,16 +104,26 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path, flush_seconds: float = 1.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path}: is a directory; give a file for the feedback store")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(
+                f"{self.path}: {self.path.parent} is a file, not a directory"
+            ) from None
         self._local = threading.local()
         self._buffer: list[tuple] = []
         self._buffer_lock = threading.Lock()
         self._due = threading.Event()
         self.flush_seconds = flush_seconds
         self._writer: threading.Thread | None = None
-        conn = self._conn()
-        _regroup_impressions(conn)
-        conn.executescript(SCHEMA)
+        try:
+            conn = self._conn()
+            _regroup_impressions(conn)
+            conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:  # another kind of file, or a place it cannot write
+            raise ConfigError(f"{self.path}: not a usable SQLite feedback store ({exc})") from None
 
     def _conn(self, durable: bool = True) -> sqlite3.Connection:
         """This thread's connection: synchronous=FULL (fsync on commit) for feedback; NORMAL for
