@@ -408,3 +408,11 @@ def test_ablation_of_a_model_that_is_not_a_sequence_model(tmp_path: Path) -> Non
     (tmp_path / "seq.txt").write_text("u1 1 2\nu2 2 3\n")
     out = fail("experiment", "ablation", str(tmp_path / "seq.txt"), "--model", "popular")
     assert "'popular' is not a sequence model" in out and "ns-gru" in out
+
+
+def test_publishing_an_incomplete_artifact(dataset: Path, tmp_path: Path) -> None:
+    run("fit", "popular", str(dataset), "--out", str(tmp_path / "m"))
+    (tmp_path / "m" / "state.npz").unlink()
+    out = fail("publish", str(tmp_path / "m"), "--registry", str(tmp_path / "reg"))
+    assert "the artifact is incomplete: state.npz missing" in out
+    assert not (tmp_path / "reg").exists()

@@ -121,6 +121,19 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
+def check_complete(path: str | Path) -> dict:
+    """The model.json of an artifact whose state files are all there (what a registry accepts:
+    a damaged artifact is refused when published, not when served)."""
+    path = Path(path)
+    meta = read_meta(path)
+    files = ["state.npz"]
+    files += [f"{key}.safetensors" for key, kind in meta["state"].items() if kind == "tensors"]
+    missing = [name for name in files if not (path / name).is_file()]
+    if missing:
+        raise DataError(f"the artifact is incomplete: {', '.join(missing)} missing", file=path)
+    return meta
+
+
 def load(path: str | Path) -> Any:
     """The fitted model stored at `path`."""
     path = Path(path)

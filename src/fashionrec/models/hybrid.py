@@ -131,8 +131,12 @@ class Weighted(_Composed):
             w = np.array([float(x) for x in split_list(self.weights, "weighted: weights")])
         except ValueError:
             raise ConfigError(f"weighted: weights must be numbers, not {self.weights!r}") from None
-        if len(w) != len(self._names()) or (w < 0).any() or w.sum() <= 0:
-            raise ConfigError("weighted: one non-negative weight per model, not all zero")
+        names = self._names()
+        if len(w) != len(names) or (w < 0).any() or w.sum() <= 0:
+            raise ConfigError(
+                f"weighted: one non-negative weight per model, not all zero: models={self.models!r}"
+                f" ({len(names)}), weights={self.weights!r} ({len(w)})"
+            )
         return w
 
     def fit(self, data: Dataset) -> Self:

@@ -50,7 +50,7 @@ def versions(root: Path) -> dict[str, list[str]]:
 
 def publish(artifact: Path, root: Path, *, serve: bool = False) -> str:
     """Copy an artifact into the registry as the next version of its model; returns 'model/vN'."""
-    meta = artifacts.read_meta(artifact)
+    meta = artifacts.check_complete(artifact)
     name = meta["name"]
     existing = versions(root).get(name, []) if Path(root).exists() else []
     version = f"v{len(existing) + 1}"
