@@ -538,3 +538,68 @@ def test_a_bad_store_is_a_clear_error_and_leaves_no_registry(
         with pytest.raises(ConfigError, match=message):
             Service(settings)
     assert set(Path(tempfile.gettempdir()).glob("fashionrec-registry-*")) == before
+
+
+def test_client_mistakes_are_4xx_never_500(client: TestClient) -> None:
+    good = '{"customer_id": "u0", "article_id": "A1", "event": "click"}'
+    json_body = {"Content-Type": "application/json", **KEY}
+    for bad in (
+        good.replace('"u0"', "NaN"),
+        good.replace('"u0"', "1e999"),
+        good.replace('"click"', '"\\ud800"'),  # a lone surrogate
+    ):
+        r = client.post("/feedback", content=bad, headers=json_body)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][0] == "body", r.text
+    r = client.post("/recommendations/new-customer", content='{"k": Infinity}', headers=json_body)
+    assert r.status_code == 422
+    wrong_key = {"Content-Type": "application/json", "X-API-Key": "\u00e9".encode()}
+    assert client.post("/feedback", content=good, headers=wrong_key).status_code == 401
+    big = '{"attributes": {"x": "' + "y" * (1 << 20) + '"}}'
+    assert client.post("/recommendations/new-customer", content=big).status_code == 413
+    long_value = {"attributes": {"country": "x" * 200}}
+    assert client.post("/recommendations/new-customer", json=long_value).status_code == 422
+
+
+def test_form_feedback_is_checked(client: TestClient) -> None:
+    page = client.get("/customer", params={"customer_id": "u0"}).text
+    token = page.split('name="token" value="')[1].split('"')[0]
+
+    def post(customer: str, article: str) -> httpx.Response:
+        data = {"article_id": article, "event": "unlike", "token": token}
+        return client.post(f"/customer/{customer}/feedback", data=data, follow_redirects=False)
+
+    assert post("u0", "nosuch").status_code == 404
+    assert post("u%E2%98%83", "A1").status_code == 422  # not an id the API would take
+    assert client.get("/customer", params={"customer_id": "a/b"}).status_code == 422
+    r = post("u0", "A4")
+    assert r.status_code == 303 and r.headers["location"] == "/customer?customer_id=u0"
+
+
+def test_experiment_mistakes(client: TestClient) -> None:
+    exp = {"name": "e1", "kind": "ab", "arms": ["repurchase", "decay"]}
+    assert client.post("/experiments", json=exp, headers=KEY).status_code == 200
+    assert client.post("/experiments", json=exp, headers=KEY).status_code == 409  # kept as is
+    same = {**exp, "name": "e2", "arms": ["decay", "decay"]}
+    assert client.post("/experiments", json=same, headers=KEY).status_code == 422
+    dotted = {**exp, "name": "e.3"}
+    assert client.post("/experiments", json=dotted, headers=KEY).status_code == 200
+    assert client.get("/customers/u0/recommendations?experiment=e.3").status_code == 200
+    both = client.get("/customers/u0/recommendations?experiment=e1&model=decay")
+    assert both.status_code == 422
+
+
+def test_workers_share_the_serving_model_and_the_form_token(
+    served: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from fashionrec.serve.pages import _token
+
+    dataset, registry = served
+    state = versions.read(registry)
+    one = Service(Settings(models=registry, dataset=dataset, store=tmp_path / "a", api_key="k"))
+    two = Service(Settings(models=registry, dataset=dataset, store=tmp_path / "b", api_key="k"))
+    try:
+        assert _token(one) == _token(two)  # a page from one worker posts to the other
+        one.promote("decay", None)
+        assert two.serving == one.serving == "decay/v1"  # read from registry.json
+    finally:
+        versions.write(registry, state)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -123,7 +124,7 @@ class Service:
         self.display = _display_table(self.data)
         self.sample_customers = _sample_customers(self.data)
         self.history = self.data.sequences()
-        self.serving = self._initial_serving()
+        self._serving, self._stamp = self._initial_serving(), None
         self.precompute(self.serving)  # also fails at start, not on the first request
         self._set_gauge()
 
@@ -188,6 +189,23 @@ class Service:
                     model = artifacts.load(path)
                     self._models[ref] = model
         return model
+
+    @property
+    def serving(self) -> str:
+        """The serving model, as registry.json says: re-read when the file changes, so that a
+        promotion or rollback made by one worker process reaches the others (one stat a call)."""
+        try:
+            stamp = os.stat(self.root / "registry.json").st_mtime_ns
+        except OSError:
+            return self._serving
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._serving = versions.read(self.root)["serving"] or self._serving
+        return self._serving
+
+    @serving.setter
+    def serving(self, ref: str) -> None:
+        self._serving, self._stamp = ref, None
 
     def resolve(self, name: str | None) -> str:
         """A model reference for a request: the serving model, or the latest version of `name`."""
@@ -458,6 +476,57 @@ def _sample_customers(data: Dataset, n: int = 8) -> list[str]:
     return data.user_ids.to_ids(recent["user"].to_numpy()).tolist()
 
 
+MAX_BODY = 1 << 20  # bytes of a request body: feedback and forms are a few hundred
+
+
+class LimitBody:
+    """413 for a request body over MAX_BODY, before it is read (by its Content-Length) or as soon
+    as it passes the limit (chunked): one request must not hold the server (pure ASGI)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            await _too_large(send)
+            return
+        seen, started = 0, False
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise _TooLarge
+            return message
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await _too_large(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any) -> None:
+    body = json.dumps({"detail": f"request body over {MAX_BODY:,} bytes"}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class Observe:
     """Request counts and latency per route template (pure ASGI: BaseHTTPMiddleware costs more
     than a whole recommendation)."""
@@ -514,11 +583,25 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.include_router(pages.router)
 
     app.add_middleware(routes.HotPath)
+    app.add_middleware(LimitBody)
     app.add_middleware(Observe)  # outside HotPath: the fast path is counted too
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # where and what, without echoing the input: a NaN, an infinity or a lone surrogate
+        # in it cannot be written as JSON (FastAPI's own handler then fails with a 500)
+        def text(x: Any) -> Any:  # a key of the input may hold a lone surrogate too
+            return x if isinstance(x, int) else str(x).encode("utf-8", "replace").decode()
+
+        errors = [
+            {"loc": [text(x) for x in e["loc"]], "msg": text(e["msg"]), "type": e["type"]}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     return app
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
+import re
 import secrets
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -12,6 +15,9 @@ from fastapi.templating import Jinja2Templates
 from fashionrec.errors import ConfigError
 from fashionrec.serve import versions
 from fashionrec.serve.app import HERE, Service
+from fashionrec.serve.schemas import ID_PATTERN
+
+ID = re.compile(ID_PATTERN)
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -51,10 +57,9 @@ def _svc(request: Request) -> Service:
 
 
 def _token(svc: Service) -> str:
-    """A per-process form token: the page's own forms may write feedback, other sites may not."""
-    if not hasattr(svc, "form_token"):
-        svc.form_token = secrets.token_urlsafe(16)
-    return svc.form_token
+    """The form token: the page's own forms may write feedback, other sites may not. Derived
+    from the API key, so every worker process of one server accepts the same token."""
+    return hmac.new(svc.api_key.encode(), b"fashionrec form", "sha256").hexdigest()[:32]
 
 
 def _render(request: Request, name: str, **context) -> HTMLResponse:
@@ -80,6 +85,8 @@ def customer(request: Request, customer_id: str = "", model: str | None = None) 
     customer_id = customer_id.strip()[:128]
     if not customer_id:
         return RedirectResponse("/", status_code=303)
+    if not ID.fullmatch(customer_id):
+        raise HTTPException(status_code=422, detail=f"not a customer id: {customer_id[:64]!r}")
     try:
         recs = svc.customer_recommendations(customer_id, 12, model or None)
     except ConfigError as exc:
@@ -105,10 +112,14 @@ def customer_feedback(
     model: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
     svc = _svc(request)
-    if not secrets.compare_digest(token, _token(svc)):
+    if not secrets.compare_digest(token.encode("utf-8", "replace"), _token(svc).encode()):
         raise HTTPException(status_code=403, detail="stale form, reload the page")
-    svc.store.add_feedback(customer_id[:128], article_id, event)
-    query = f"customer_id={customer_id}" + (f"&model={model}" if model else "")
+    if not ID.fullmatch(customer_id):
+        raise HTTPException(status_code=422, detail=f"not a customer id: {customer_id[:64]!r}")
+    if svc.data.item_ids.to_index([article_id])[0] < 0:
+        raise HTTPException(status_code=404, detail=f"unknown article {article_id[:64]!r}")
+    svc.store.add_feedback(customer_id, article_id, event)
+    query = urlencode({"customer_id": customer_id, **({"model": model} if model else {})})
     return RedirectResponse(f"/customer?{query}", status_code=303)
 
 

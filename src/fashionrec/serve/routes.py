@@ -24,6 +24,7 @@ IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[\w.\-]+$"
 KQuery = Annotated[int, Query(ge=1, le=100)]
 DEFAULT_K = 12
 ModelQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[\w\-]+$")]
+ExperimentQuery = Annotated[str | None, Query(max_length=128, pattern=schemas.ID_PATTERN)]
 
 
 async def service(request: Request) -> Service:
@@ -35,7 +36,8 @@ Svc = Annotated[Service, Depends(service)]
 
 async def require_key(svc: Svc, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """Write and admin endpoints: the key from FASHIONREC_API_KEY (or printed at start)."""
-    if x_api_key is None or not secrets.compare_digest(x_api_key, svc.api_key):
+    given = (x_api_key or "").encode("utf-8", "replace")  # bytes: any header text compares
+    if x_api_key is None or not secrets.compare_digest(given, svc.api_key.encode()):
         raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
 
 
@@ -73,9 +75,11 @@ async def customer_recommendations(
     customer_id: IdPath,
     k: KQuery = DEFAULT_K,
     model: ModelQuery = None,
-    experiment: ModelQuery = None,
+    experiment: ExperimentQuery = None,
 ) -> Response:
     """'Selected favourites'; unknown customers get the model's cold-start fallback."""
+    if model is not None and experiment is not None:  # the experiment chooses the model
+        raise HTTPException(status_code=422, detail="give model or experiment, not both")
     try:
         body = svc.customer_recommendations_json(
             customer_id, k, _model_name(svc, model), experiment
@@ -195,6 +199,10 @@ def create_experiment(svc: Svc, body: schemas.Experiment) -> dict:
     missing = [a for a in body.arms if a not in known]
     if missing:
         raise HTTPException(status_code=404, detail=f"no published model {missing[0]!r}")
+    if len(set(body.arms)) != len(body.arms):
+        raise HTTPException(status_code=422, detail="each arm must be a different model")
+    if any(exp["name"] == body.name for exp in svc.store.experiments()):
+        raise HTTPException(status_code=409, detail=f"experiment {body.name!r} exists")
     svc.store.save_experiment(body.name, body.kind, body.arms, {"epsilon": body.epsilon})
     return svc.experiment(body.name)
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.\-]+$")]
+ID_PATTERN = r"^[\w.\-]{1,128}$"  # customer, article, model and experiment ids
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
 K = Annotated[int, Field(ge=1, le=100)]
 
 
@@ -46,11 +47,21 @@ class FeedbackAck(BaseModel):
     stored: bool = True
 
 
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+# a value of a customers-table column or a preference: short text or a finite number
+Value = (
+    Annotated[str, Field(max_length=128)]
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | None
+)
+
+
 class NewCustomer(BaseModel):
     """Customers-table fields (age, club_member_status, ...) or preferences (department, price
     band) when the retailer has no customers table."""
 
-    attributes: dict[str, str | int | float | None] = Field(default_factory=dict, max_length=32)
+    attributes: dict[Name, Value] = Field(default_factory=dict, max_length=32)
     k: K = 12
 
 
