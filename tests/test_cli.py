@@ -416,3 +416,41 @@ def test_publishing_an_incomplete_artifact(dataset: Path, tmp_path: Path) -> Non
     out = fail("publish", str(tmp_path / "m"), "--registry", str(tmp_path / "reg"))
     assert "the artifact is incomplete: state.npz missing" in out
     assert not (tmp_path / "reg").exists()
+
+
+def test_outputs_never_go_into_inputs_datasets_or_registries(dataset: Path, tmp_path: Path) -> None:
+    sub = tmp_path / "s.csv"
+    sub.write_text("customer_id,prediction\nu0,A4\n")
+    err = fail("score", str(sub), "--dataset", str(dataset), "--json", str(sub))
+    assert "would overwrite an input" in err and sub.read_text().startswith("customer_id")
+    err = fail("evaluate", str(dataset), "--models", "popular", "--markdown", str(dataset / "x.md"))
+    assert "would overwrite an input" in err
+    other = tmp_path / "other"
+    run("ingest", str(write_tables(tmp_path / "src", known_answer_rows(), ["A1", "A4"])), "--out",
+        str(other))  # fmt: skip
+    err = fail("evaluate", str(dataset), "--models", "popular", "--markdown",
+               str(other / "manifest.json"))  # fmt: skip
+    assert "inside a fashionrec dataset" in err and json.loads(
+        (other / "manifest.json").read_text()
+    )
+    reg = tmp_path / "reg"
+    run("fit", "popular", str(dataset), "--registry", str(reg))
+    err = fail("fit", "decay", str(dataset), "--out", str(reg / "popular" / "v1"))
+    assert "a version in a model registry never changes" in err
+    run("fit", "decay", str(dataset), "--out", str(tmp_path / "m"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "n.txt").write_text("mine")
+    assert "not a model registry" in fail("publish", str(tmp_path / "m"), "--registry", str(notes))
+    assert [p.name for p in notes.iterdir()] == ["n.txt"]
+
+
+def test_mistakes_found_before_the_work(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    result = runner.invoke(cli.app, ["fit", "popular", str(dataset), "--out", str(out), "--track",
+                                     "foo"])  # fmt: skip
+    assert result.exit_code == 2 and "one of none, mlflow" in result.output and not out.exists()
+    err = fail("fit", "popular", str(dataset), "--out", str(out), "-p", "days=100000000")
+    assert "at most 36,500 days" in err
+    result = runner.invoke(cli.app, ["evaluate", str(dataset), "--test-days", "99999999999"])
+    assert result.exit_code == 2 and "--test-days" in result.output

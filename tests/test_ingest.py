@@ -285,6 +285,20 @@ def test_ids_that_are_not_utf8(tmp_path: Path) -> None:
     assert "2 rows in all" in str(err)
 
 
+def test_article_ids_with_spaces_or_bad_bytes(tmp_path: Path) -> None:
+    # a submission separates article ids by spaces: 'a 6' would be read back as two ids
+    src = write_tables(tmp_path / "src", [("2024-01-01", "c1", "A1")], ["A1", "a 6"])
+    expect_error(
+        src, tmp_path / "ds", file="articles.csv", column="article_id", row=2,
+        match="contains whitespace",
+    )  # fmt: skip
+    (src / "articles.csv").write_bytes(b"article_id,prod_name\nA1,x\na\xff9,y\n")
+    expect_error(
+        src, tmp_path / "ds", file="articles.csv", column="article_id", row=2,
+        match="not UTF-8",
+    )  # fmt: skip
+
+
 def test_no_transaction_matches_an_article(tmp_path: Path) -> None:
     src = write_tables(tmp_path / "src", [("2024-01-01", "c1", "Z1")], ["A1", "A2"])
     expect_error(

@@ -94,6 +94,8 @@ def check_replaceable(path: Path) -> None:
     directory, a user's files)."""
     if path.resolve() == Path.cwd().resolve():
         raise ConfigError(f"{path}: give a new directory for the model, not the current one")
+    if (path.parent.parent / "registry.json").is_file():
+        raise ConfigError(f"{path}: a version in a model registry never changes; publish a new one")
     if not path.exists():
         return
     if not path.is_dir():

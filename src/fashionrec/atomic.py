@@ -17,7 +17,7 @@ def replace_with(path: str | Path, write: Callable[[Path], Any]) -> Path:
     that choose the format by it), then rename it to `path`. On an error the temporary file is
     removed and `path` is left as it was."""
     path = Path(path)
-    check_output(path)
+    check_path(path)
     # a unique name that `write` creates itself, so the file gets the usual permissions
     # (mkstemp would make it 0600)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{path.suffix}")
@@ -30,7 +30,26 @@ def replace_with(path: str | Path, write: Callable[[Path], Any]) -> Path:
     return path
 
 
-def check_output(path: Path) -> None:
+# files that mark a directory as a fashionrec dataset, model artifact or registry: a user's
+# output file never goes into one (it would replace or corrupt what is there)
+OWNED = ("manifest.json", "model.json", "registry.json")
+
+
+def check_output(path: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """For a command's output file, before the work: `check_path`, and not inside a dataset,
+    artifact or registry, nor one of the command's `inputs` (files, or directories)."""
+    path = Path(path)
+    check_path(path)
+    target = path.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if target == source or source in target.parents:
+            raise ConfigError(f"{path}: would overwrite an input ({given}); give another path")
+    if any((path.parent / name).is_file() for name in OWNED):
+        raise ConfigError(f"{path}: inside a fashionrec dataset, model or registry")
+
+
+def check_path(path: Path) -> None:
     """A ConfigError unless `path` can become a file: a name, not a directory, under a directory
     (created when missing)."""
     if not path.name:

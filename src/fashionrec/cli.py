@@ -29,9 +29,22 @@ app = typer.Typer(
 )
 log = logging.getLogger("fashionrec")
 
+
+def _track(value: str) -> str:
+    """--track, checked before the work (the run is recorded after it)."""
+    from fashionrec.tracking import TRACKERS
+
+    if value not in TRACKERS:
+        raise typer.BadParameter(f"one of {', '.join(TRACKERS)}, not {value!r}")
+    return value
+
+
 Track = Annotated[
     str,
-    typer.Option(help="Also log the run to: none or mlflow (a run record always goes to ./runs)."),
+    typer.Option(
+        help="Also log the run to: none or mlflow (a run record always goes to ./runs).",
+        callback=_track,
+    ),
 ]
 Params = Annotated[
     list[str] | None,
@@ -160,6 +173,10 @@ def fit(
         raise ConfigError("give exactly one of --out ARTIFACT or --registry DIR")
     params = parse_params(param, [model])[model]
     registry.get(model)  # an unknown name is a clear error before any work
+    if out is not None:  # and so is a place the model cannot go
+        artifacts.check_replaceable(out)
+    else:
+        versions.check_root(registry_dir)
     spark = _spark(engine, master)
     t0 = time.perf_counter()
     if spark is None:
@@ -277,7 +294,7 @@ def recommend(
     from fashionrec import artifacts
     from fashionrec.data.dataset import Dataset
 
-    check_output(out)  # before the work, not after it
+    check_output(out, (artifact, dataset))  # before the work, not after it
     data = Dataset.load(dataset)
     meta = artifacts.read_meta(artifact)
     if meta.get("dataset_hash") and meta["dataset_hash"] != data.hash:
@@ -308,13 +325,13 @@ def score(
     file: Annotated[Path, typer.Argument(help="Submission CSV: customer_id,prediction.")],
     dataset: Annotated[Path, typer.Option(help="Dataset directory with the test period.")],
     split: Annotated[str, typer.Option(help="week, leave-last-out or time-fraction.")] = "week",
-    test_days: Annotated[int, typer.Option(min=1)] = 7,
+    test_days: Annotated[int, typer.Option(min=1, max=36_500)] = 7,
     k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
 ) -> None:
     """Score a submission against the test period, over the customers who buy in it."""
     if json_out is not None:
-        check_output(json_out)
+        check_output(json_out, (file, dataset))
     from fashionrec.data.dataset import Dataset
     from fashionrec.data.split import make_split
     from fashionrec.evaluate import read_submission, score_recs, truth_of
@@ -336,7 +353,9 @@ def evaluate(
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popular,decay,"
     "repurchase",
     split: Annotated[str, typer.Option(help="week, leave-last-out or time-fraction.")] = "week",
-    test_days: Annotated[int, typer.Option(min=1, help="Test period of the week split.")] = 7,
+    test_days: Annotated[
+        int, typer.Option(min=1, max=36_500, help="Test period of the week split.")
+    ] = 7,
     folds: Annotated[int, typer.Option(min=1, help="Rolling backtest windows (week split).")] = 1,
     fraction: Annotated[float, typer.Option(help="Train share of the time-fraction split.")] = 0.7,
     k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
@@ -356,7 +375,7 @@ def evaluate(
     """Fit and score models on a split; print a markdown table (mean ± 95% CI with --folds)."""
     for path in (json_out, markdown):
         if path is not None:
-            check_output(path)  # before the work, not after it
+            check_output(path, (dataset,))  # before the work, not after it
     from fashionrec.data.dataset import Dataset
     from fashionrec.data.split import make_split, rolling
     from fashionrec.evaluate import evaluate as run
@@ -413,7 +432,9 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the report.")],
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popular,decay,"
     "repurchase",
-    test_days: Annotated[int, typer.Option(min=1, help="Test period (the week split).")] = 7,
+    test_days: Annotated[
+        int, typer.Option(min=1, max=36_500, help="Test period (the week split).")
+    ] = 7,
     k: Annotated[int, typer.Option(min=1, max=100)] = 12,
     k_range: Annotated[str, typer.Option(help="Segment counts for the elbow.")] = "2..8",
     param: Params = None,
@@ -474,6 +495,10 @@ def segments(
     param: Params = None,
 ) -> None:
     """Cluster the customers of DATASET into k segments for each k and suggest k (the elbow)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory; give a directory for the elbow")
+    for name in ("elbow.json", "elbow.png"):
+        check_output(out / name, (dataset,))
     from fashionrec.data.dataset import Dataset
     from fashionrec.models.segments import elbow
 
@@ -532,7 +557,7 @@ def experiment_ablation(
 ) -> None:
     """Leave-last-out ablations of a sequence model: embedding sizes, order, history length."""
     if json_out is not None:
-        check_output(json_out)
+        check_output(json_out, (data,))
     from fashionrec.data.dataset import Dataset
     from fashionrec.data.seqrec import read_seqrec
     from fashionrec.evaluate import markdown_table

@@ -224,6 +224,18 @@ class Check:
     message: str
 
 
+def _id_checks(column: str, expr: pl.Expr) -> tuple[list[pl.Expr], list[Check]]:
+    """Flags and checks of an id column: UTF-8 text (bytes that are not were read as U+FFFD, so
+    two different ids could become one), and for article ids no whitespace (a submission
+    separates its article ids by spaces)."""
+    flags = [expr.str.contains("\ufffd", literal=True).alias(f"_utf8_{column}")]
+    checks = [Check(column, f"_utf8_{column}", f"{column} is not UTF-8 text")]
+    if column == "article_id":
+        flags.append(expr.str.contains(r"\s").alias("_space_article_id"))
+        checks.append(Check(column, "_space_article_id", "article_id contains whitespace"))
+    return flags, checks
+
+
 def _raise_first(frame: pl.LazyFrame, source: Source, checks: list[Check]) -> None:
     """Raise a DataError for the earliest row that fails any check (one pass over `frame`)."""
     if not checks:
@@ -283,6 +295,8 @@ def read_articles(path: Path, sep: str, id_format: str) -> tuple[pl.DataFrame, b
     exprs: list[pl.Expr] = [pl.col("_row"), article_id]
     checks = [Check("article_id", "_null_article_id", "article_id is empty")]
     flags = [article_id.is_null().alias("_null_article_id")]
+    more_flags, more_checks = _id_checks("article_id", article_id)
+    flags, checks = flags + more_flags, checks + more_checks
     for col in columns:
         if col == "article_id":
             continue
@@ -311,6 +325,8 @@ def read_customers(path: Path, sep: str) -> pl.DataFrame:
     exprs: list[pl.Expr] = [pl.col("_row"), customer_id]
     flags = [customer_id.is_null().alias("_null_customer_id")]
     checks = [Check("customer_id", "_null_customer_id", "customer_id is empty")]
+    more_flags, more_checks = _id_checks("customer_id", customer_id)
+    flags, checks = flags + more_flags, checks + more_checks
     for col in columns:
         if col == "customer_id":
             continue
@@ -341,18 +357,16 @@ def stage_transactions(path: Path, sep: str, hm_ids: bool, stage: Path) -> tuple
         (~t_dat.dt.year().is_between(1970, 2100)).alias("_odd_t_dat"),
         customer_id.is_null().alias("_null_customer_id"),
         article_id.is_null().alias("_null_article_id"),
-        # bytes that are not UTF-8 were read as U+FFFD: two different ids could become one
-        customer_id.str.contains("\ufffd", literal=True).alias("_utf8_customer_id"),
-        article_id.str.contains("\ufffd", literal=True).alias("_utf8_article_id"),
     ]
     checks = [
         Check("t_dat", "_bad_t_dat", "t_dat is not a date (YYYY-MM-DD)"),
         Check("t_dat", "_odd_t_dat", "t_dat is not a date between 1970 and 2100"),
         Check("customer_id", "_null_customer_id", "customer_id is empty"),
         Check("article_id", "_null_article_id", "article_id is empty"),
-        Check("customer_id", "_utf8_customer_id", "customer_id is not UTF-8 text"),
-        Check("article_id", "_utf8_article_id", "article_id is not UTF-8 text"),
     ]
+    for column, expr in (("customer_id", customer_id), ("article_id", article_id)):
+        more_flags, more_checks = _id_checks(column, expr)
+        flags, checks = flags + more_flags, checks + more_checks
     optional = [c for c in schema.TRANSACTION_TYPES if c in columns]
     for col in optional:
         value, bad = _number(col, schema.TRANSACTION_TYPES[col])

@@ -99,6 +99,9 @@ AT_LEAST_ONE = frozenset(
 )
 
 
+MAX_DAYS = 36_500  # a hundred years: more is a typo, and overflows date arithmetic
+
+
 def bounded(where: str, key: str, value: Any) -> Any:
     """`value`, or a ConfigError naming `where` when a number is out of its range."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -109,6 +112,8 @@ def bounded(where: str, key: str, value: Any) -> Any:
         raise ConfigError(f"{where} must be 1 or more, not {value!r}")
     if key.endswith("half_life") and value <= 0:
         raise ConfigError(f"{where} must be more than 0 (days), not {value!r}")
+    if key.endswith(("days", "half_life")) and value > MAX_DAYS:
+        raise ConfigError(f"{where} must be at most {MAX_DAYS:,} days, not {value!r}")
     return value
 
 

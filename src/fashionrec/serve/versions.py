@@ -48,8 +48,18 @@ def versions(root: Path) -> dict[str, list[str]]:
     return out
 
 
+def check_root(root: Path) -> None:
+    """A ConfigError unless `root` is a registry, an empty directory or a new path."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: exists and is not a directory; give a registry directory")
+    if root.is_dir() and any(root.iterdir()) and not is_registry(root):
+        raise ConfigError(f"{root}: not a model registry (no registry.json) and not empty")
+
+
 def publish(artifact: Path, root: Path, *, serve: bool = False) -> str:
     """Copy an artifact into the registry as the next version of its model; returns 'model/vN'."""
+    check_root(root)
     meta = artifacts.check_complete(artifact)
     name = meta["name"]
     existing = versions(root).get(name, []) if Path(root).exists() else []
