@@ -118,8 +118,12 @@ def read_meta(path: str | Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ConfigError(f"{meta_path}: unsupported artifact format {found!r}")
-    if not isinstance(meta.get("name"), str) or not isinstance(meta.get("state"), dict):
-        raise DataError("no model name or state: the artifact is damaged", file=meta_path)
+    if (
+        not isinstance(meta.get("name"), str)
+        or not all(isinstance(meta.get(key, {}), dict) for key in ("state", "params"))
+        or "state" not in meta
+    ):
+        raise DataError("no model name, state or parameters: it is damaged", file=meta_path)
     return meta
 
 

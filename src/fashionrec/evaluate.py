@@ -209,7 +209,9 @@ def read_submission(path: str | Path, data: Dataset, users: np.ndarray, k: int) 
     try:
         sub = pl.read_csv(path, infer_schema=False)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError) as exc:
-        raise DataError(f"cannot read the submission ({exc})", file=path) from exc
+        from fashionrec.data.ingest import Source, parse_error
+
+        raise parse_error(Source("submission", path, ","), exc) from exc
     for col in ("customer_id", "prediction"):
         if col not in sub.columns:
             raise DataError("required column is missing", file=path, column=col, row=0)

@@ -94,9 +94,17 @@ class Dataset:
                 f"{path}: not a fashionrec dataset (missing {', '.join(missing)}); "
                 "create one with `fashionrec ingest SRC_DIR --out DATASET_DIR`"
             )
-        manifest = json.loads((path / "manifest.json").read_text())
         try:
-            return cls(
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"not valid JSON ({exc})", file=path / "manifest.json") from None
+        if not isinstance(manifest, dict) or not manifest.get("dataset_hash"):
+            raise DataError(
+                "not a fashionrec manifest (no dataset_hash); ingest the data again",
+                file=path / "manifest.json",
+            )
+        try:
+            data = cls(
                 transactions=pl.read_parquet(path / "transactions.parquet"),
                 articles=pl.read_parquet(path / "articles.parquet"),
                 customers=pl.read_parquet(path / "customers.parquet"),
@@ -104,6 +112,8 @@ class Dataset:
             )
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DataError(f"cannot read the dataset ({exc})", file=path) from exc
+        _check_tables(data, path)
+        return data
 
     # ---- sizes and ids ---------------------------------------------------------------------
 
@@ -258,3 +268,29 @@ def _age_band(age: pl.Series) -> pl.Series:
 
 def _labels(series: pl.Series) -> np.ndarray:
     return series.cast(pl.String).fill_null("unknown").to_numpy().astype(str)
+
+
+def _check_tables(data: Dataset, path: Path) -> None:
+    """A DataError unless the tables have the columns and id ranges that ingest writes (a table
+    copied from another dataset, or damaged, must not reach a model)."""
+    need = {
+        "transactions": ("t_dat", "user", "item"),
+        "articles": ("item", "article_id"),
+        "customers": ("user", "customer_id"),
+    }
+    for table, columns in need.items():
+        frame = getattr(data, table)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"{table}.parquet lacks {', '.join(missing)}; ingest the data again", file=path
+            )
+    tx = data.transactions
+    if tx.height and (
+        int(tx["item"].max()) >= data.n_items or int(tx["user"].max()) >= data.n_users
+    ):
+        raise DataError(
+            "transactions refer to articles or customers the tables do not have (tables from "
+            "different datasets?); ingest the data again",
+            file=path,
+        )

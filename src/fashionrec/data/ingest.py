@@ -383,7 +383,7 @@ def stage_transactions(path: Path, sep: str, hm_ids: bool, stage: Path) -> tuple
     try:
         query.sink_parquet(stage)
     except _READ_ERRORS as exc:
-        raise _parse_error(source, exc) from exc
+        raise parse_error(source, exc) from exc
     staged = pl.scan_parquet(stage)
     n_rows = staged.select(pl.len()).collect().item()
     if n_rows == 0:
@@ -396,10 +396,10 @@ def _collect(lf: pl.LazyFrame, source: Source) -> pl.DataFrame:
     try:
         return lf.collect()
     except _READ_ERRORS as exc:
-        raise _parse_error(source, exc) from exc
+        raise parse_error(source, exc) from exc
 
 
-def _parse_error(source: Source, exc: Exception) -> DataError:
+def parse_error(source: Source, exc: Exception) -> DataError:
     """A DataError for a file polars cannot parse, at the first CSV line with the wrong number
     of fields or an open quote when Python's csv reader finds one (only read on this error)."""
     if source.is_csv:
