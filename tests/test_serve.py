@@ -556,6 +556,8 @@ def test_client_mistakes_are_4xx_never_500(client: TestClient) -> None:
     assert client.post("/feedback", content=good, headers=wrong_key).status_code == 401
     big = '{"attributes": {"x": "' + "y" * (1 << 20) + '"}}'
     assert client.post("/recommendations/new-customer", content=big).status_code == 413
+    chunks = (part.encode() for part in (big[:1000], big[1000:]))  # no Content-Length
+    assert client.post("/feedback", content=chunks, headers=json_body).status_code == 413
     long_value = {"attributes": {"country": "x" * 200}}
     assert client.post("/recommendations/new-customer", json=long_value).status_code == 422
 
@@ -603,3 +605,23 @@ def test_workers_share_the_serving_model_and_the_form_token(
         assert two.serving == one.serving == "decay/v1"  # read from registry.json
     finally:
         versions.write(registry, state)
+
+
+def test_repeated_clicks_count_once(client: TestClient) -> None:
+    # clicking one shown article three times is one click: the CTR stays a share, and the
+    # experiment report (Wilson interval, z-test) stays computable
+    exp = {"name": "clk", "kind": "epsilon", "arms": ["popular", "decay"], "epsilon": 0}
+    assert client.post("/experiments", json=exp, headers=KEY).status_code == 200
+    shown = client.get("/customers/anon1/recommendations?experiment=clk&k=1").json()
+    click = {
+        "customer_id": "anon1",
+        "article_id": shown["items"][0]["article_id"],
+        "event": "click",
+    }
+    for _ in range(3):
+        assert client.post("/feedback", json=click, headers=KEY).status_code == 200
+    r = client.get("/experiments")
+    assert r.status_code == 200
+    row = next(x for x in r.json()[0]["rows"] if x["arm"] == shown["arm"])
+    assert (row["impressions"], row["clicks"], row["ctr"]) == (1, 1, 1.0)
+    assert client.get("/experiments-page").status_code == 200

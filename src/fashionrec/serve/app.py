@@ -481,7 +481,8 @@ MAX_BODY = 1 << 20  # bytes of a request body: feedback and forms are a few hund
 
 class LimitBody:
     """413 for a request body over MAX_BODY, before it is read (by its Content-Length) or as soon
-    as it passes the limit (chunked): one request must not hold the server (pure ASGI)."""
+    as it passes the limit (chunked: the rest is not read, and whatever the app answers to the
+    cut body is replaced by the 413): one request must not hold the server (pure ASGI)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -494,30 +495,24 @@ class LimitBody:
         if not length.isdigit() or int(length) > MAX_BODY:
             await _too_large(send)
             return
-        seen, started = 0, False
+        seen, over = 0, False
 
         async def counted() -> dict:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > MAX_BODY:
-                raise _TooLarge
+                over = True
+                return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def tracked(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if not started:
+        async def replaced(message: dict) -> None:
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
                 await _too_large(send)
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, counted, replaced)
 
 
 async def _too_large(send: Any) -> None:

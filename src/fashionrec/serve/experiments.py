@@ -66,7 +66,7 @@ def wilson(clicks: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """
     if n == 0:
         return (0.0, 1.0)
-    p = clicks / n
+    p = min(clicks / n, 1.0)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))

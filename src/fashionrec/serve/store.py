@@ -238,11 +238,12 @@ class SQLiteStore:
                 (experiment,),
             )
         )
-        # a click counts once, for the arm whose impression of that article came last before it
+        # a click counts for the arm whose impression of that article came last before it, and
+        # an article shown once counts one click however often it is clicked (clicks <= shown)
         clicks = dict(
             conn.execute(
                 """
-            SELECT i.arm, COUNT(*) FROM feedback f
+            SELECT i.arm, COUNT(DISTINCT i.id || ' ' || f.article_id) FROM feedback f
             JOIN impressions i ON i.id = (
                 SELECT id FROM impressions WHERE customer_id = f.customer_id
                 AND experiment = ? AND ts <= f.ts
