@@ -201,9 +201,10 @@ def create_experiment(svc: Svc, body: schemas.Experiment) -> dict:
         raise HTTPException(status_code=404, detail=f"no published model {missing[0]!r}")
     if len(set(body.arms)) != len(body.arms):
         raise HTTPException(status_code=422, detail="each arm must be a different model")
-    if any(exp["name"] == body.name for exp in svc.store.experiments()):
-        raise HTTPException(status_code=409, detail=f"experiment {body.name!r} exists")
-    svc.store.save_experiment(body.name, body.kind, body.arms, {"epsilon": body.epsilon})
+    try:
+        svc.store.save_experiment(body.name, body.kind, body.arms, {"epsilon": body.epsilon})
+    except ConfigError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
     return svc.experiment(body.name)
 
 

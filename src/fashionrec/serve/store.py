@@ -261,11 +261,16 @@ class SQLiteStore:
         }
 
     def save_experiment(self, name: str, kind: str, arms: list[str], params: dict) -> None:
-        self._conn().execute(
-            "INSERT OR REPLACE INTO experiments (name, kind, arms, params, created, active) "
-            "VALUES (?, ?, ?, ?, ?, 1)",
-            (name, kind, json.dumps(arms), json.dumps(params), time.time()),
-        )
+        """A new experiment; a ConfigError if the name exists (checked by the insert itself, so
+        two workers creating one name at once cannot both succeed)."""
+        try:
+            self._conn().execute(
+                "INSERT INTO experiments (name, kind, arms, params, created, active) "
+                "VALUES (?, ?, ?, ?, ?, 1)",
+                (name, kind, json.dumps(arms), json.dumps(params), time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise ConfigError(f"experiment {name!r} exists") from None
 
     def experiments(self) -> list[dict]:
         rows = self._conn().execute(
