@@ -8,8 +8,6 @@ field that is a dict of named arrays (network weights), `<field>.safetensors`.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from fashionrec import __version__
+from fashionrec.atomic import new_directory
 from fashionrec.errors import ConfigError, DataError
 from fashionrec.models import registry
 from fashionrec.models.base import params_of, state_of
@@ -72,19 +71,11 @@ def save(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with new_directory(path) as tmp:
         np.savez(tmp / "state.npz", **arrays)
         for key, named in tensors.items():
             save_file(named, tmp / f"{key}.safetensors")
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -4,8 +4,11 @@ renamed over it, so readers never see a partial file and a failed write leaves n
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,28 @@ def check_path(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"{path}: {path.parent} is a file, not a directory") from None
+
+
+@contextmanager
+def new_directory(out: Path) -> Iterator[Path]:
+    """A temporary directory next to `out` to build it in. When the block ends without an error
+    it becomes `out` (an older `out` is replaced only once the new one is whole); on an error it
+    is removed and `out` is left as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+        os.chmod(out, 0o755)  # mkdtemp's 0700 is for the build only
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_text(path: str | Path, text: str) -> Path:

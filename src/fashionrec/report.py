@@ -11,8 +11,6 @@ import base64
 import html
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from fashionrec.atomic import new_directory
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import Split, week
 from fashionrec.errors import ConfigError
@@ -383,15 +382,8 @@ def build(
         out.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"{out}: {out.parent} is a file, not a directory") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with new_directory(out) as tmp:
         rows = _build(data, dataset, models, tmp, test_days, k, k_values, seed)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("report written to %s in %.1fs", out / "report.html", time.perf_counter() - t0)
     return {
         "rows": rows,

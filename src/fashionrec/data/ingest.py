@@ -12,9 +12,6 @@ import gzip
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +21,7 @@ import polars as pl
 from tqdm import tqdm
 
 from fashionrec import __version__
+from fashionrec.atomic import new_directory
 from fashionrec.data import schema
 from fashionrec.errors import ConfigError, DataError
 
@@ -451,14 +449,8 @@ def ingest(
             expected = " or ".join(f"{table}{s}" for s in schema.SUFFIXES)
             raise DataError(f"required table is missing: expected {expected}", file=src)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with new_directory(out) as tmp:
         manifest = _ingest_into(paths, tmp, sep=sep, strict=strict, id_format=id_format)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -613,15 +605,3 @@ def _ingest_into(
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` to `out`; an older dataset is replaced only once `tmp` is whole."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
-    os.chmod(out, 0o755)
