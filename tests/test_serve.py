@@ -216,6 +216,7 @@ def test_promote_and_rollback(client: TestClient) -> None:
     info = client.post("/models/decay/promote", headers=KEY).json()
     assert info["serving"] == "decay/v1"
     assert set(info["models"]) == {"decay", "repurchase", "popular", "itemcf", "content"}
+    client.post("/models/decay/promote", headers=KEY)  # again: the history does not grow
     assert client.get("/health").json()["model"] == "decay"
     assert articles(client.get("/customers/u0/recommendations?k=1")) == ["A1"]
     assert client.post("/models/rollback", headers=KEY).json()["serving"] == "repurchase/v1"

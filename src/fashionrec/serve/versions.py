@@ -78,6 +78,10 @@ def publish(artifact: Path, root: Path, *, serve: bool = False) -> str:
 
 
 def promote_state(state: dict, ref: str) -> dict:
+    """The registry state with `ref` serving, and the one it replaces last in the history (the
+    same model again changes nothing: a rollback must go back to another one)."""
+    if ref == state.get("serving"):
+        return state
     history = [*state.get("history", []), state["serving"]] if state.get("serving") else []
     return {"serving": ref, "history": history[-50:]}
 
