@@ -626,3 +626,20 @@ def test_repeated_clicks_count_once(client: TestClient) -> None:
     row = next(x for x in r.json()[0]["rows"] if x["arm"] == shown["arm"])
     assert (row["impressions"], row["clicks"], row["ctr"]) == (1, 1, 1.0)
     assert client.get("/experiments-page").status_code == 200
+
+
+def test_a_single_artifact_keeps_its_feedback_between_runs(served: tuple[Path, Path]) -> None:
+    import tempfile
+
+    dataset, _ = served
+    artifact = dataset.parent / "art-repurchase"
+    settings = Settings(models=artifact, dataset=dataset, api_key="k")  # no --store
+    before = set(Path(tempfile.gettempdir()).glob("fashionrec-registry-*"))
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/feedback", json={"customer_id": "u0", "article_id": "A1", "event": "unlike"},
+                   headers={"X-API-Key": "k"})  # fmt: skip
+        assert r.status_code == 200
+    assert set(Path(tempfile.gettempdir()).glob("fashionrec-registry-*")) == before  # removed
+    assert (dataset.parent / "art-repurchase.feedback.sqlite3").is_file()
+    with TestClient(create_app(settings)) as c:  # served again: the unlike is still there
+        assert "A1" not in articles(c.get("/customers/u0/recommendations?k=5"))

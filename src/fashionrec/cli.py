@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -258,25 +259,31 @@ def serve(
     service = Service(settings)  # before binding the port: a bad path is a clear error
     if not os.environ.get("FASHIONREC_API_KEY"):
         typer.echo(f"fashionrec: API key for write and admin endpoints: {key}")
+    typer.echo(f"fashionrec: feedback is stored in {service.store.path}")
     typer.echo(f"fashionrec: serving on http://{host}:{port} (API docs at /docs)")
-    if workers == 1:
-        uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning")
-        return
-    # every worker process builds its own Service from the same settings (and the same key),
-    # with the registry root and store the first one resolved
-    resolved = replace(settings, models=service.root, store=service.store.path)
-    os.environ["FASHIONREC_SERVE_SETTINGS"] = json.dumps(
-        {k: str(v) if isinstance(v, Path) else v for k, v in asdict(resolved).items()}
-    )
-    del service
-    uvicorn.run(
-        "fashionrec.serve.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-    )
+    root, single = service.root, service.single
+    try:
+        if workers == 1:
+            uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning")
+            return
+        # every worker process builds its own Service from the same settings (and the same key),
+        # with the registry root and store the first one resolved
+        resolved = replace(settings, models=service.root, store=service.store.path)
+        os.environ["FASHIONREC_SERVE_SETTINGS"] = json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in asdict(resolved).items()}
+        )
+        del service  # the workers load their own; this process only supervises them
+        uvicorn.run(
+            "fashionrec.serve.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+        )
+    finally:  # a single artifact's temporary registry (its feedback is stored beside it)
+        if single:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @app.command()

@@ -109,7 +109,11 @@ class Service:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def _start(self, settings: Settings) -> None:
-        self.store: Store = SQLiteStore(settings.store or self.root / "feedback.sqlite3")
+        models = Path(settings.models)
+        # the feedback outlives a run: in the registry, or beside a single artifact (whose
+        # registry is temporary), so that serving it again finds the same feedback
+        default = models.parent / f"{models.name}.feedback.sqlite3" if self.single else None
+        self.store: Store = SQLiteStore(settings.store or default or self.root / "feedback.sqlite3")
         self.api_key = settings.api_key or os.environ.get("FASHIONREC_API_KEY") or ""
         if not self.api_key:
             self.api_key = secrets.token_urlsafe(18)
@@ -565,6 +569,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         log.info("serving %s on %s", app.state.service.serving, settings.dataset)
         yield
         app.state.service.store.flush()
+        app.state.service.close()
 
     app = FastAPI(
         title="fashionrec",
