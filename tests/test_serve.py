@@ -542,6 +542,7 @@ def test_a_bad_store_is_a_clear_error_and_leaves_no_registry(
 
 
 def test_client_mistakes_are_4xx_never_500(client: TestClient) -> None:
+    assert client.head("/health").status_code == 200  # what uptime monitors send
     good = '{"customer_id": "u0", "article_id": "A1", "event": "click"}'
     json_body = {"Content-Type": "application/json", **KEY}
     for bad in (

@@ -50,8 +50,8 @@ def _model_name(svc: Service, model: str | None) -> str | None:
     return model
 
 
-@router.get("/health", response_model=schemas.Health)
-async def health(svc: Svc) -> dict:
+@router.api_route("/health", methods=["GET", "HEAD"], response_model=schemas.Health)
+async def health(svc: Svc) -> dict:  # HEAD too: load balancers and uptime monitors use it
     name, version = svc.serving.split("/")
     return {
         "status": "ok",
