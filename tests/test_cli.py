@@ -454,3 +454,12 @@ def test_mistakes_found_before_the_work(dataset: Path, tmp_path: Path) -> None:
     assert "at most 36,500 days" in err
     result = runner.invoke(cli.app, ["evaluate", str(dataset), "--test-days", "99999999999"])
     assert result.exit_code == 2 and "--test-days" in result.output
+
+
+def test_fraction_only_with_its_split(dataset: Path) -> None:
+    base = ("evaluate", str(dataset), "--models", "popular", "--fraction")
+    assert "applies to --split time-fraction, not week" in fail(*base, "0.5")
+    assert "--fraction must be between 0 and 1, not 2.0" in fail(
+        *base, "2", "--split", "time-fraction"
+    )
+    assert "| popular |" in run(*base, "0.8", "--split", "time-fraction")

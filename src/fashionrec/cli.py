@@ -364,7 +364,9 @@ def evaluate(
         int, typer.Option(min=1, max=36_500, help="Test period of the week split.")
     ] = 7,
     folds: Annotated[int, typer.Option(min=1, help="Rolling backtest windows (week split).")] = 1,
-    fraction: Annotated[float, typer.Option(help="Train share of the time-fraction split.")] = 0.7,
+    fraction: Annotated[
+        float | None, typer.Option(help="Train share of the time-fraction split (0.7).")
+    ] = None,
     k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
     exclude_seen: Annotated[bool, typer.Option(help="Never recommend a bought article.")] = False,
     param: Params = None,
@@ -396,10 +398,14 @@ def evaluate(
     data = Dataset.load(dataset)
     if folds > 1 and split != "week":
         raise ConfigError("--folds needs --split week")
+    if fraction is not None and split != "time-fraction":  # an option the split would ignore
+        raise ConfigError(f"--fraction applies to --split time-fraction, not {split}")
+    if fraction is not None and not 0 < fraction < 1:
+        raise ConfigError(f"--fraction must be between 0 and 1, not {fraction}")
     splits = (
         rolling(data, folds, test_days)
         if folds > 1
-        else [make_split(data, split, test_days=test_days, fraction=fraction)]
+        else [make_split(data, split, test_days=test_days, fraction=fraction or 0.7)]
     )
     t0 = time.perf_counter()
     rows = run([(n, params[n]) for n in names], splits, k, exclude_seen=exclude_seen, by=by)
