@@ -400,12 +400,10 @@ def evaluate(
         raise ConfigError("--folds needs --split week")
     if fraction is not None and split != "time-fraction":  # an option the split would ignore
         raise ConfigError(f"--fraction applies to --split time-fraction, not {split}")
-    if fraction is not None and not 0 < fraction < 1:
-        raise ConfigError(f"--fraction must be between 0 and 1, not {fraction}")
     splits = (
         rolling(data, folds, test_days)
         if folds > 1
-        else [make_split(data, split, test_days=test_days, fraction=fraction or 0.7)]
+        else [make_split(data, split, test_days=test_days, fraction=fraction)]
     )
     t0 = time.perf_counter()
     rows = run([(n, params[n]) for n in names], splits, k, exclude_seen=exclude_seen, by=by)

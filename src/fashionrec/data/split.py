@@ -56,7 +56,7 @@ def week(data: Dataset, test_days: int = 7, offset_days: int = 0) -> Split:
 def time_fraction(data: Dataset, fraction: float = 0.7) -> Split:
     """The first `fraction` of the time span is training, the rest is test."""
     if not 0 < fraction < 1:
-        raise ConfigError(f"time fraction must be between 0 and 1, not {fraction}")
+        raise ConfigError(f"--fraction must be between 0 and 1, not {fraction}")
     span = (data.max_date - data.min_date).days + 1
     cutoff: date = data.min_date + timedelta(days=max(1, round(span * fraction)))
     return _check(Split("time-fraction", data.window(end=cutoff), data.window(start=cutoff)), data)
@@ -83,14 +83,16 @@ def leave_last_out(data: Dataset) -> Split:
     )
 
 
-def make_split(data: Dataset, name: str, *, test_days: int = 7, fraction: float = 0.7) -> Split:
-    """A split by its CLI name."""
+def make_split(
+    data: Dataset, name: str, *, test_days: int = 7, fraction: float | None = None
+) -> Split:
+    """A split by its CLI name (`fraction`: the time-fraction split's, by default its own)."""
     if name == "week":
         return week(data, test_days)
     if name == "leave-last-out":
         return leave_last_out(data)
     if name == "time-fraction":
-        return time_fraction(data, fraction)
+        return time_fraction(data) if fraction is None else time_fraction(data, fraction)
     raise ConfigError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
 
 
