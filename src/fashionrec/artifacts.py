@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from fashionrec import __version__
-from fashionrec.atomic import new_directory
+from fashionrec.atomic import check_own_directory, new_directory
 from fashionrec.errors import ConfigError, DataError
 from fashionrec.models import registry
 from fashionrec.models.base import params_of, state_of
@@ -87,14 +87,7 @@ def check_replaceable(path: Path) -> None:
         raise ConfigError(f"{path}: give a new directory for the model, not the current one")
     if (path.parent.parent / "registry.json").is_file():
         raise ConfigError(f"{path}: a version in a model registry never changes; publish a new one")
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise ConfigError(f"{path}: exists and is not a directory; give a new directory")
-    if any(path.iterdir()) and not (path / "model.json").is_file():
-        raise ConfigError(
-            f"{path}: exists and is not a fashionrec model artifact; refusing to replace it"
-        )
+    check_own_directory(path, "model.json", "a fashionrec model artifact")
 
 
 def read_meta(path: str | Path) -> dict:

@@ -65,6 +65,16 @@ def check_path(path: Path) -> None:
         raise ConfigError(f"{path}: {path.parent} is a file, not a directory") from None
 
 
+def check_own_directory(out: Path, marker: str, what: str, verb: str = "replace") -> None:
+    """A ConfigError unless `out` is new, an empty directory, or one holding `marker` (the file
+    that marks our own earlier output of this kind): an output directory never replaces, or
+    writes into, a directory of someone else's files."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory; give a new directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise ConfigError(f"{out}: exists and is not {what}; refusing to {verb} it")
+
+
 @contextmanager
 def new_directory(out: Path) -> Iterator[Path]:
     """A temporary directory next to `out` to build it in. When the block ends without an error

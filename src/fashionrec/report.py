@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from fashionrec.atomic import new_directory
+from fashionrec.atomic import check_own_directory, new_directory
 from fashionrec.data.dataset import Dataset
 from fashionrec.data.split import Split, week
 from fashionrec.errors import ConfigError
@@ -375,8 +375,7 @@ def build(
     renamed into place: a failed run leaves nothing); returns the comparison rows."""
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and not (out.is_dir() and _replaceable(out)):
-        raise ConfigError(f"{out}: exists and is not an earlier report; give a new directory")
+    check_own_directory(out, "report.html", "an earlier report")
     data = Dataset.load(dataset)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -391,11 +390,6 @@ def build(
         "markdown": str(out / "report.md"),
         "dataset_hash": data.hash,
     }
-
-
-def _replaceable(out: Path) -> bool:
-    """An empty directory or an earlier report, which a new report may replace."""
-    return not any(out.iterdir()) or (out / "report.html").is_file()
 
 
 def _build(

@@ -21,7 +21,7 @@ import polars as pl
 from tqdm import tqdm
 
 from fashionrec import __version__
-from fashionrec.atomic import new_directory
+from fashionrec.atomic import check_own_directory, new_directory
 from fashionrec.data import schema
 from fashionrec.errors import ConfigError, DataError
 
@@ -439,8 +439,7 @@ def ingest(
         raise ConfigError(f"--id-format must be auto, hm or raw, not {id_format!r}")
     if not src.is_dir():
         raise ConfigError(f"{src}: not a directory of H&M-schema tables")
-    if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: exists and is not a fashionrec dataset; refusing to replace it")
+    check_own_directory(out, "manifest.json", "a fashionrec dataset")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: exists (pass --overwrite to replace it)")
     paths = {t: find_table(src, t) for t in schema.TABLES}

@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from fashionrec.atomic import write_text
+from fashionrec.atomic import check_own_directory, write_text
 from fashionrec.data import schema
 from fashionrec.data.ingest import find_table
 from fashionrec.errors import ConfigError, DataError
@@ -839,11 +839,8 @@ def generate(
     if seed < 0:
         raise ConfigError(f"--seed must be 0 or more, not {seed}")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "generator.json").is_file():
-        # the tables written here replace those of the same name: never a user's own data
-        raise ConfigError(f"{out}: exists and is not empty; give a new directory")
+    # the tables written here replace those of the same name: never a user's own data
+    check_own_directory(out, "generator.json", "empty, nor generated data", "write into")
     if articles is not None:
         articles = Path(articles)
     w = world(scale, seed, articles)

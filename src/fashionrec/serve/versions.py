@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from fashionrec import artifacts
-from fashionrec.atomic import write_text
+from fashionrec.atomic import check_own_directory, write_text
 from fashionrec.errors import ConfigError
 
 _VERSION = re.compile(r"^v(\d+)$")
@@ -50,11 +50,7 @@ def versions(root: Path) -> dict[str, list[str]]:
 
 def check_root(root: Path) -> None:
     """A ConfigError unless `root` is a registry, an empty directory or a new path."""
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"{root}: exists and is not a directory; give a registry directory")
-    if root.is_dir() and any(root.iterdir()) and not is_registry(root):
-        raise ConfigError(f"{root}: not a model registry (no registry.json) and not empty")
+    check_own_directory(Path(root), "registry.json", "a model registry", "write into")
 
 
 def publish(artifact: Path, root: Path, *, serve: bool = False) -> str:
