@@ -56,6 +56,12 @@ def _svc(request: Request) -> Service:
     return request.app.state.service
 
 
+def _check_id(customer_id: str) -> None:
+    """422 unless `customer_id` follows the API's id rule (which also bounds its length)."""
+    if not ID.fullmatch(customer_id):
+        raise HTTPException(status_code=422, detail=f"not a customer id: {customer_id[:64]!r}")
+
+
 def _token(svc: Service) -> str:
     """The form token: the page's own forms may write feedback, other sites may not. Derived
     from the API key, so every worker process of one server accepts the same token."""
@@ -82,11 +88,10 @@ def home(request: Request) -> HTMLResponse:
 @router.get("/customer", response_class=HTMLResponse)
 def customer(request: Request, customer_id: str = "", model: str | None = None) -> HTMLResponse:
     svc = _svc(request)
-    customer_id = customer_id.strip()  # the id rule below bounds its length
+    customer_id = customer_id.strip()
     if not customer_id:
         return RedirectResponse("/", status_code=303)
-    if not ID.fullmatch(customer_id):
-        raise HTTPException(status_code=422, detail=f"not a customer id: {customer_id[:64]!r}")
+    _check_id(customer_id)
     try:
         recs = svc.customer_recommendations(customer_id, 12, model or None)
     except ConfigError as exc:
@@ -114,8 +119,7 @@ def customer_feedback(
     svc = _svc(request)
     if not secrets.compare_digest(token.encode("utf-8", "replace"), _token(svc).encode()):
         raise HTTPException(status_code=403, detail="stale form, reload the page")
-    if not ID.fullmatch(customer_id):
-        raise HTTPException(status_code=422, detail=f"not a customer id: {customer_id[:64]!r}")
+    _check_id(customer_id)
     if svc.data.item_ids.to_index([article_id])[0] < 0:
         raise HTTPException(status_code=404, detail=f"unknown article {article_id[:64]!r}")
     svc.store.add_feedback(customer_id, article_id, event)

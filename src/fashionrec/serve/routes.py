@@ -20,7 +20,7 @@ from fashionrec.serve.app import Service
 # and rollback load models, so they stay sync.
 router = APIRouter()
 
-IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[\w.\-]+$")]
+IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=schemas.ID_PATTERN)]
 KQuery = Annotated[int, Query(ge=1, le=100)]
 DEFAULT_K = 12
 ModelQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[\w\-]+$")]

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from fashionrec.atomic import check_path
 from fashionrec.errors import ConfigError
 
 EVENTS = ("unlike", "click", "purchase")
@@ -104,14 +105,7 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path, flush_seconds: float = 1.0) -> None:
         self.path = Path(path)
-        if self.path.is_dir():
-            raise ConfigError(f"{self.path}: is a directory; give a file for the feedback store")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise ConfigError(
-                f"{self.path}: {self.path.parent} is a file, not a directory"
-            ) from None
+        check_path(self.path)  # a file's name, under a directory
         self._local = threading.local()
         self._buffer: list[tuple] = []
         self._buffer_lock = threading.Lock()
