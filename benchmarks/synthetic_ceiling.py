@@ -13,7 +13,9 @@ rules (`chunk_transactions`):
   articles are drawn in proportion to their weekly mass;
 - later rows repeat, copy the first row's department (0.10) or another colour of its product
   (0.17), or are drawn like the first one; a visit within 14 days of the previous one re-buys
-  its articles (0.15 of rows).
+  its articles (0.11 of rows the next day, 0.93 times that per further day of the gap);
+- a fresh draw never gives an article the customer bought before (the generator draws it again
+  from its department, so its chance goes to the other articles).
 
 Ranking by this expectation is what a model that learned the generator perfectly would do, so
 its MAP@12 estimates the ceiling (it leaves out only the copies of earlier rows within the
@@ -142,8 +144,9 @@ def customers(
         rows_per_day=pl.len() / pl.col("t_dat").n_unique(),
     )
     frame = frame.join(per_user, on="user", how="left")
-    if "repeat" in estimate:  # the population mean of Beta(1, 12)
-        frame = frame.with_columns(r=pl.lit(1 / 13))
+    if "repeat" in estimate:  # the population mean of the Beta distribution
+        a, b = synthetic.REPEAT_BETA
+        frame = frame.with_columns(r=pl.lit(a / (a + b)))
     if "basket" in estimate:  # rows per purchase day, else the population mean
         frame = frame.with_columns(b=pl.col("rows_per_day").fill_null(cust.basket.mean()))
     return frame.with_columns(
@@ -281,9 +284,11 @@ def oracle(
         weeks = [(float(day_weight[wks == k].sum()), true_week(w, int(k))) for k in np.unique(wks)]
 
     users = customers(w, tx, buyers, gen_of, estimate)
-    # a visit within 14 days of the previous one re-buys from it (0.15 of its rows)
+    # a visit within SHORT_DAYS of the previous one re-buys from it, less the longer the gap
     last = users["last"].fill_null(-(10**6)).to_numpy()
-    near = ((days[None, :] - last[:, None]) <= synthetic.SHORT_DAYS) @ day_weight
+    gap = days[None, :] - last[:, None]
+    decay = synthetic.SHORT_DECAY ** (gap.clip(1, None) - 1.0)
+    near = np.where(gap <= synthetic.SHORT_DAYS, decay, 0.0) @ day_weight
     users = users.with_columns(q=pl.Series(synthetic.P_SHORT * near))
     hist = history(tx, pos_of)
     sbar = mean_taste(cat)
@@ -323,9 +328,10 @@ def oracle(
         pl.concat(parts)
         .unique()
         .join(users, on="user")
-        .join(hist, on=["user", "pos"], how="left")
+        .join(hist.with_columns(new=pl.lit(0.0)), on=["user", "pos"], how="left")
         .with_columns(
             pl.col("p_rep", "p_last").fill_null(0.0),
+            pl.col("new").fill_null(1.0),  # 0: bought before, so never a fresh draw
             dept=pl.col("pos").map_batches(lambda s: pl.Series(cat.dept[s.to_numpy()])),
         )
         .join(fav, on=["user", "dept"], how="left")
@@ -346,7 +352,8 @@ def oracle(
         later += first * (P_DEPT * mm + P_COLOUR * gg)
         fresh = fresh + weight * (first * mm + (b - 1) * later)
     q = pl.col("q")
-    score = (1 - q) * (b * r * pl.col("p_rep") + fresh) + q * b * pl.col("p_last")
+    own = b * r * pl.col("p_rep") + pl.col("new") * fresh
+    score = (1 - q) * own + q * b * pl.col("p_last")
     top = (
         cand.with_columns(score=score)
         .sort(["user", "score", "pos"], descending=[False, True, False])

@@ -217,8 +217,86 @@ def test_week_stats_known_answer(tmp_path: Path) -> None:
     assert s["online share (sales_channel_id 2)"] == 0.8
     assert s["price max"] == 0.03
     # the whole history: pairs (a, 0100000001) on 2 days, (a, 0100000002), (a, 0200000001) and
-    # (b, 0200000001) on one (b's quantity 2 is one day)
-    assert synthetic.pairs_on_several_days(tmp_path) == 1 / 4
+    # (b, 0200000001) on one (b's quantity 2 is one day); none on three days; the one re-buy
+    # comes 1-5 days after the first purchase
+    several, three, soon = synthetic.history_stats(tmp_path).values()
+    assert (several, three, soon) == (1 / 4, 0.0, 1.0)
+
+
+def test_history_stats_known_answer(tmp_path: Path) -> None:
+    write_csv(
+        tmp_path / "transactions_train.csv",
+        "t_dat,customer_id,article_id,price,sales_channel_id",
+        [
+            "2020-09-01,a,0100000001,0.01,2",
+            "2020-09-03,a,0100000001,0.01,2",  # a re-buy 2 days later
+            "2020-09-20,a,0100000001,0.01,2",  # and 17 days later: the pair is on three days
+            "2020-09-01,b,0100000002,0.01,2",
+            "2020-09-01,b,0100000001,0.01,2",
+            "2020-09-01,b,0100000001,0.01,2",  # quantity 2: one day
+        ],
+    )
+    assert list(synthetic.history_stats(tmp_path).values()) == [1 / 3, 1 / 3, 1 / 2]
+
+
+def test_bought_before_known_answer() -> None:
+    u, pos, day = np.array([0, 0, 1, 0]), np.array([5, 5, 5, 7]), np.array([3, 1, 2, 2])
+    # customer 0 bought 5 on day 1 (and 3), customer 1 on day 2 only, customer 0 bought 7 on 2
+    got = synthetic._bought_before(
+        np.array([0, 0, 0, 1, 1, 0, 2]), np.array([5, 5, 5, 5, 5, 7, 5]),
+        np.array([1, 2, 9, 2, 3, 2, 9]), u, pos, day, width=10,
+    )  # fmt: skip
+    assert got.tolist() == [False, True, True, False, True, False, False]
+
+
+def _rebuy_shares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **constants: object) -> dict:
+    """Generate at SCALE with `constants` set; per gap to the customer's previous purchase day
+    (1, 2, or more than SHORT_DAYS): the share of rows that re-buy an article of that day, and
+    the share of (customer, article) pairs bought on more than one day."""
+    for name, value in constants.items():
+        monkeypatch.setattr(synthetic, name, value)
+    synthetic.generate(tmp_path, scale=SCALE, seed=0)
+    tx = pl.read_csv(tmp_path / "transactions_train.csv.gz", infer_schema=False).with_columns(
+        pl.col("t_dat").str.to_date()
+    )
+    days = tx.select("customer_id", "t_dat").unique().sort("customer_id", "t_dat")
+    days = days.with_columns(prev=pl.col("t_dat").shift().over("customer_id")).drop_nulls()
+    before = tx.select("customer_id", pl.col("t_dat").alias("prev"), "article_id").unique()
+    rows = tx.join(days, on=["customer_id", "t_dat"]).join(
+        before.with_columns(hit=pl.lit(True)), on=["customer_id", "prev", "article_id"],
+        how="left",
+    ).with_columns(gap=(pl.col("t_dat") - pl.col("prev")).dt.total_days())  # fmt: skip
+    share = {
+        g: rows.filter(cond)["hit"].is_not_null().mean()
+        for g, cond in [(1, pl.col("gap") == 1), (2, pl.col("gap") == 2),
+                        ("long", pl.col("gap") > synthetic.SHORT_DAYS)]
+    }  # fmt: skip
+    pairs = tx.select("customer_id", "article_id", "t_dat").unique()
+    share["several"] = (pairs.group_by("customer_id", "article_id").len()["len"] > 1).mean()
+    return share
+
+
+def test_rebuys_fall_off_with_the_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With certain re-buys the day after a visit, halving per day, and no long-term repeats:
+    every row of a visit one day after the previous one re-buys from it, about half of them two
+    days after, and (nearly) none after SHORT_DAYS."""
+    s = _rebuy_shares(tmp_path, monkeypatch, P_SHORT=1.0, SHORT_DECAY=0.5,
+                      REPEAT_BETA=(1e-9, 1e9))  # fmt: skip
+    assert s[1] == 1.0
+    assert 0.35 < s[2] < 0.65
+    assert s["long"] < 0.02
+
+
+def test_no_chance_rebuys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without re-buys, customers buy an article on two days only when the draw again (REDRAWS
+    rounds) still finds one they own; without drawing again, by chance far more often. (At this
+    scale the catalogue has 3,337 articles, so the draw again often finds another owned one; on
+    the real catalogue the share falls from 0.041 to 0.009, docs/scale.md.)"""
+    off = {"P_SHORT": 0.0, "REPEAT_BETA": (1e-9, 1e9)}
+    redrawn = _rebuy_shares(tmp_path / "a", monkeypatch, **off)["several"]
+    chance = _rebuy_shares(tmp_path / "b", monkeypatch, **off, REDRAWS=0)["several"]
+    assert chance > 0.02
+    assert redrawn < chance / 2
 
 
 def test_calibrate_against_the_real_week(generated: Path) -> None:

@@ -15,13 +15,17 @@ stands in for the two years (at scale 1.0: 1.37M customers, 31.8M transactions, 
 - segments that depend on age (young, women, parents, men, mature...) with tastes over the
   index (Divided, Menswear, Baby...) and departments, plus two favourite departments each;
 - baskets of related articles: other colours of the same product_code, the same department,
-  quantity > 1 (exact duplicate rows), and repeat purchases of earlier articles;
+  quantity > 1 (exact duplicate rows);
+- buying again: re-buys soon after a visit (falling off with the gap), rare repeats of older
+  purchases, and no chance re-buys (a customer does not draw again what they already own), so
+  that as few pairs are bought twice, and as soon, as in the whole real history;
 - prices per article by garment group (SEK / 590, as in Kaggle), markdowns late in life and in
   sales seasons, per-row discounts; a 30/70 store/online split that moves with the weekday.
 
 Everything is vectorised numpy / polars (no per-row Python), deterministic by `seed`, streamed to
 disk in customer chunks and written sorted by (t_dat, customer_id) like the Kaggle file.
-`calibrate` compares the final week with the real one.
+`calibrate` compares the final week with the real one, and `history_stats` the whole history
+with the published real figures (`HM_HISTORY`).
 """
 
 from __future__ import annotations
@@ -64,13 +68,17 @@ PRICE_UNIT = 590.0  # Kaggle prices are SEK / 590: 0.033881355 = 19.99 SEK
 GZIP_LEVEL = 1  # 3.4 GB of CSV at scale 1.0: level 6 triples the time for 15% smaller files
 EPOCH_DAY = (START - date(1970, 1, 1)).days
 
-# ---- customer behaviour (calibrated on the real final week, see `calibrate`) ----------------
+# ---- customer behaviour (calibrated on the real final week and history, docs/scale.md) -------
 LAUNCH_LEAD = 420  # the oldest products launched this many days before START
 BASIC_SHARE = 0.04  # articles that sell for years
 BASIC_DECAY = 800.0  # their decay time in days
 P_FAVOURITE_ANCHOR = 0.30  # first article of a basket from a favourite department
-P_DUP, P_COLOUR, P_DEPT, P_FAVOURITE = 0.06, 0.17, 0.10, 0.08  # later articles of a basket
-P_SHORT, SHORT_DAYS = 0.15, 14  # re-buys from the previous visit when it is this recent
+P_DUP, P_COLOUR, P_DEPT, P_FAVOURITE = 0.08, 0.17, 0.10, 0.08  # later articles of a basket
+P_SHORT, SHORT_DAYS = 0.11, 14  # re-buys from the previous visit when it is this recent
+SHORT_DECAY = 0.93  # and the chance falls by this factor per day of the gap after the first
+REPEAT_BETA = (1.0, 130.0)  # each customer's chance that an article copies an earlier visit's
+REDRAWS = 3  # rounds of drawing again a fresh row of an article bought before
+BASE_SIGMA = (1.05, 0.65)  # log-normal spread of the base demand of products and of articles
 WEEKDAY_VOLUME = np.array([0.95, 0.95, 0.9, 1.1, 1.15, 1.1, 0.85])  # Monday first
 WEEKDAY_ONLINE = np.array([0.0, 0.0, 0.0, 0.0, -0.1, -0.6, 0.5])  # logit shift (Sat: stores)
 PRICE_NOISE = (np.array([1.0, 0.9, 0.85, 0.8, 0.7, 0.5]), [0.78, 0.08, 0.04, 0.05, 0.03, 0.02])
@@ -196,6 +204,18 @@ def _resolve(src: np.ndarray) -> np.ndarray:
         if np.array_equal(nxt, src):
             return src
         src = nxt
+
+
+def _bought_before(qu: np.ndarray, qpos: np.ndarray, qday: np.ndarray, u: np.ndarray,
+                   pos: np.ndarray, day: np.ndarray, width: int) -> np.ndarray:  # fmt: skip
+    """For each query (customer, article position < width, day): do the rows (u, pos, day)
+    have that customer buy that article on an earlier day?"""
+    key = u.astype(np.int64) * width + pos
+    order = np.lexsort((day, key))  # by key, then day: each key's first row is its earliest
+    sorted_key = key[order]
+    qkey = qu.astype(np.int64) * width + qpos
+    at = np.minimum(np.searchsorted(sorted_key, qkey), len(order) - 1)
+    return (sorted_key[at] == qkey) & (day[order][at] < qday)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,7 +485,7 @@ def catalogue(articles: pl.DataFrame, seed: int, cal: dict[str, np.ndarray]) -> 
     launch = -LAUNCH_LEAD + p * (N_DAYS + LAUNCH_LEAD) + rng.normal(0, 12, n)
     rise = 2 + rng.lognormal(np.log(6), 0.5, n)
     decay = np.where(rng.random(n) < BASIC_SHARE, BASIC_DECAY, rng.lognormal(np.log(45), 0.6, n))
-    base = rng.lognormal(0, 1.3, n_prod)[prod] * rng.lognormal(0, 0.8, n)
+    base = rng.lognormal(0, BASE_SIGMA[0], n_prod)[prod] * rng.lognormal(0, BASE_SIGMA[1], n)
     base *= np.where(frame["colour"].to_numpy() == "Black", 1.6, 1.0)
     # seasons: summer and winter types swing with the day of the year, others barely
     summer = frame["text"].str.contains(SUMMER).to_numpy()
@@ -605,7 +625,7 @@ def make_customers(
     end = np.where(rng.random(n) < 0.6, N_DAYS - 1, rng.integers(start, N_DAYS))
     basket = 1 + 2.1 * rng.lognormal(-0.18, 0.6, n)
     online = rng.beta(0.85, 0.34, n).clip(1e-3, 1 - 1e-3)
-    repeat = rng.beta(1.0, 12.0, n)
+    repeat = rng.beta(*REPEAT_BETA, n)
     never = rng.random(n) < 0.007  # Kaggle: ~0.7% of customers never buy
     # Day weights for sampling visits, such that the expected rows per day follow the calendar:
     # customers' windows cover the period unevenly (and each buys at least once), so divide the
@@ -715,7 +735,8 @@ def chunk_transactions(
     # a visit soon after another one re-buys some of its articles (another size, a gift...)
     gap = np.full(len(vu), N_DAYS)
     gap[1:] = np.where(vu[1:] == vu[:-1], day[1:] - day[:-1], N_DAYS)
-    kind[(gap[visit] <= SHORT_DAYS) & (rng.random(n) < P_SHORT)] = SHORT
+    p_short = P_SHORT * SHORT_DECAY ** (gap.clip(1, SHORT_DAYS) - 1.0)
+    kind[(gap[visit] <= SHORT_DAYS) & (rng.random(n) < p_short[visit])] = SHORT
     anchor_row = first_row[visit]
     anchor_repeats = np.isin(kind[anchor_row], (REPEAT, SHORT))  # its department is unknown
     kind[((kind == DEPT) | (kind == COLOUR)) & anchor_repeats] = FAV
@@ -764,7 +785,18 @@ def chunk_transactions(
     sh = np.flatnonzero(kind == SHORT)
     prev = visit[sh] - 1
     src[sh] = first_row[prev] + np.floor(size[prev] * rng.random(len(sh))).astype(np.int64)
-    pos = pos[_resolve(src)]
+    orig = _resolve(src)
+    # customers rarely buy by chance what they already own: a fresh row whose article the
+    # customer bought on an earlier day is drawn again from its department (REDRAWS rounds)
+    fresh = np.flatnonzero(orig == np.arange(n))
+    for _ in range(REDRAWS):
+        again = fresh[_bought_before(u[fresh], pos[fresh], d[fresh], u, pos[orig], d, cat.n)]
+        if not again.size:
+            break
+        dep = cat.dept[pos[again]]
+        pos[again], _ = _draw(cat.cum, cat.n + 1, week[again], cat.dept_bounds[dep],
+                              cat.dept_bounds[dep + 1], rng.random(len(again)))  # fmt: skip
+    pos = pos[orig]
 
     # price: list price, markdown late in life and in sales, a discount on some rows; a
     # quantity > 1 row costs what the row it copies costs
@@ -1032,28 +1064,45 @@ def week_stats(directory: str | Path, days: int = 7, scale: float = 1.0) -> dict
     }
 
 
-# Share of the (customer, article) pairs of the real H&M transactions (2018-09-20..2020-09-22)
-# bought on more than one day: 1,141,216 of 27,306,439 pairs. Not measurable on the one real
-# week in ../shared; from a public analysis of the full Kaggle file (docs/scale.md).
-HM_PAIRS_ON_SEVERAL_DAYS = 1_141_216 / 27_306_439
+# The whole real H&M history (2018-09-20..2020-09-22) cannot be measured on the one real week in
+# ../shared; these come from a public analysis of the full Kaggle file (docs/scale.md): of its
+# 27,306,439 (customer, article) pairs, 1,141,216 are bought on two days or more and 100,310 on
+# three or more; of its 1,268,956 re-buys (a pair's next purchase day), 521,203 come 1-5 days
+# after the previous one.
+HM_HISTORY = {
+    "whole history: (customer, article) pairs bought on more than one day": 1_141_216 / 27_306_439,
+    "whole history: pairs bought on three days or more": 100_310 / 27_306_439,
+    "whole history: re-buys 1-5 days after the previous purchase (share)": 521_203 / 1_268_956,
+}
 
 
-def pairs_on_several_days(directory: str | Path) -> float:
-    """Share of the (customer, article) pairs of the whole transactions table in `directory`
-    that were bought on more than one day: how often customers buy an article again."""
+def history_stats(directory: str | Path) -> dict[str, float]:
+    """How often and how soon customers buy an article again, over the whole transactions table
+    in `directory` (the statistics of `HM_HISTORY`)."""
     tx_path = find_table(Path(directory), "transactions_train")
     if tx_path is None:
         raise DataError("needs a transactions_train table", file=directory)
     days = (
         _scan_table(tx_path)
-        .select("customer_id", "article_id", "t_dat")
+        .select("customer_id", "article_id", pl.col("t_dat").str.to_date("%Y-%m-%d"))
         .unique()
-        .group_by("customer_id", "article_id")
-        .len()
-        .select((pl.col("len") > 1).mean())
-        .collect(engine="streaming")
+        .sort("customer_id", "article_id", "t_dat")
+        .with_columns(pl.col("t_dat").diff().over("customer_id", "article_id").alias("gap"))
     )
-    return float(days.item())
+    pairs = (
+        days.group_by("customer_id", "article_id")
+        .len()
+        .select(
+            (pl.col("len") > 1).mean().alias("several"), (pl.col("len") > 2).mean().alias("three")
+        )
+    )
+    gaps = days.select(
+        (pl.col("gap").dt.total_days() <= 5).sum() / pl.col("gap").is_not_null().sum().clip(1)
+    )
+    pair_stats, gap_stats = pl.collect_all([pairs, gaps], engine="streaming")
+    several, three = pair_stats.row(0)
+    soon = gap_stats.item()
+    return dict(zip(HM_HISTORY, (float(several), float(three), float(soon)), strict=True))
 
 
 def calibrate(generated_dir: str | Path, real_dir: str | Path) -> pl.DataFrame:
