@@ -95,6 +95,8 @@ def test_assign_matches_the_given_attributes_only(two_groups: Dataset) -> None:
     with pytest.raises(ConfigError, match="must be numbers"):
         model.assign({"age": "old"})
     assert model.options()["club_member_status"] == ["ACTIVE", "PRE-CREATE"]
+    with pytest.raises(ConfigError, match="club_member_status must be one of ACTIVE, PRE-CREATE"):
+        model.assign({"club_member_status": "Atlantis"})
 
 
 def test_numeric_age_uses_k_prototypes(two_groups: Dataset) -> None:

@@ -433,6 +433,8 @@ def test_new_customer_is_served_by_their_segment(tmp_path: Path) -> None:
         assert young.json()["segment"] != old.json()["segment"]
         bad = c.post("/recommendations/new-customer", json={"attributes": {"shoe": "42"}})
         assert bad.status_code == 422
+        bad = c.post("/recommendations/new-customer", json={"attributes": {"gender": "X"}})
+        assert bad.status_code == 422 and "gender must be one of F, M" in bad.text
         form = c.get("/new-customer").text
         assert 'name="age_band"' in form and 'name="gender"' in form  # the segments' fields
         page = c.post("/new-customer", data={"age_band": "55-64", "gender": ""}).text
