@@ -164,6 +164,19 @@ def test_retailer_numeric_ids_are_not_padded(tmp_path: Path) -> None:
     assert Dataset.load(tmp_path / "ds").item_ids.ids.to_list() == ["10002", "10080"]
 
 
+def test_integer_ids_written_by_a_float_column(tmp_path: Path) -> None:
+    """A customer id column with gaps is float in pandas and writes 12346.0: the same customer
+    as 12346 in the customers table (as parquet floats already were); other ids stay."""
+    rows = [("2024-01-01", "12346.0", "10002"), ("2024-01-02", "12346", "10080.00"),
+            ("2024-01-03", "1.5", "10002")]  # fmt: skip
+    src = write_tables(tmp_path / "src", rows, ["10002", "10080"], ["12346,40", "1.5,30"])
+    ingest(src, tmp_path / "ds")
+    ds = Dataset.load(tmp_path / "ds")
+    assert ds.user_ids.ids.to_list() == ["12346", "1.5"]
+    assert ds.transactions["user"].to_list() == [0, 0, 1]
+    assert ds.transactions["item"].to_list() == [0, 1, 0]
+
+
 def test_unknown_articles_are_dropped_and_counted(tmp_path: Path) -> None:
     rows = [*GOOD_TX, ("2024-01-04", "c3", "ZZ"), ("2024-01-05", "c3", "ZZ")]
     src = write_tables(tmp_path / "src", rows, ["A1", "A2"])

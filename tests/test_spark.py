@@ -110,6 +110,29 @@ def test_ingest_errors_and_dropped_articles(spark, tmp_path: Path) -> None:
         spark_ingest.ingest(spark, src, tmp_path / "bad")
 
 
+def test_float_ids_read_as_the_single_machine_ingest(spark, tmp_path: Path) -> None:
+    """Integer ids written by a float column (text 12346.0, or parquet doubles) lose the '.0'
+    on both engines; other ids stay as they are."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "articles.csv").write_text("article_id,prod_name\n10002,x\n10080,y\n")
+    (src / "customers.csv").write_text("customer_id,age\n12346.0,40\n1.5,30\n")
+    pl.DataFrame(
+        {
+            "t_dat": ["2024-01-01", "2024-01-02", "2024-01-03"],
+            "customer_id": [12346.0, 12346.0, 7.0],
+            "article_id": ["10002", "10080.00", "10002"],
+        }
+    ).write_parquet(src / "transactions_train.parquet")
+    spark_ingest.ingest(spark, src, tmp_path / "spark")
+    ingest(src, tmp_path / "local")
+    ours, theirs = Dataset.load(tmp_path / "spark"), Dataset.load(tmp_path / "local")
+    for table in ("transactions", "articles", "customers"):
+        assert getattr(ours, table).equals(getattr(theirs, table)), table
+    assert ours.user_ids.ids.to_list() == ["12346", "1.5", "7"]
+    assert ours.transactions["item"].to_list() == [0, 1, 0]
+
+
 @pytest.mark.parametrize("name", ["popular", "decay", "repurchase", "itemcf"])
 def test_models_have_the_same_state_and_lists(spark, local: Path, name: str) -> None:
     data = Dataset.load(local)

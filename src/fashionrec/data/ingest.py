@@ -163,18 +163,22 @@ def _raw_value(source: Source, column: str, row: int) -> str:
 # Expressions
 
 
+FLOAT_ID = r"^(\d+)\.0+$"  # an integer id written by a float column: 13085.0
+
+
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:
     expr = expr.str.strip_chars()
     return pl.when(expr == "").then(None).otherwise(expr)
 
 
 def _id_expr(lf: pl.LazyFrame, column: str, hm_ids: bool, width: int) -> pl.Expr:
-    """A string id: stripped, empty -> null, floats like 13085.0 -> '13085', H&M ids zero-padded."""
+    """A string id: stripped, empty -> null, floats like 13085.0 (a number column, or text that a
+    float column wrote) -> '13085', H&M ids zero-padded."""
     dtype = lf.collect_schema()[column]
     col = pl.col(column)
     if dtype.is_float():
         col = col.cast(pl.Int64, strict=False)
-    expr = _blank_to_null(col.cast(pl.String))
+    expr = _blank_to_null(col.cast(pl.String)).str.replace(FLOAT_ID, "${1}")
     return (pad_hm_ids(expr, width) if hm_ids else expr).alias(column)
 
 

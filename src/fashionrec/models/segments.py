@@ -700,13 +700,11 @@ class Segments:
                 f"known: {', '.join(self.features_ + self.numeric_)}"
             )
         for col in self.features_:  # a value outside the levels is a mistake, unless rare
-            value = values.get(col)  # values were pooled as "(other)" at the fit
-            if value is not None and OTHER not in self.levels_[col]:
-                if str(value) not in self.levels_[col]:
-                    raise ConfigError(
-                        f"segments: {col} must be one of {', '.join(self.levels_[col])}, "
-                        f"not {str(value)[:60]!r}"
-                    )
+            levels, value = self.levels_[col], values.get(col)  # ones were pooled as "(other)"
+            if value is not None and OTHER not in levels and str(value) not in levels:
+                raise ConfigError(
+                    f"segments: {col} must be one of {', '.join(levels)}, not {str(value)[:60]!r}"
+                )
         cat = np.array([[str(values.get(c)) for c in self.features_]], dtype=object).astype(str)
         given = np.array([[values.get(c) is not None for c in self.features_]])
         return self._encode(cat), self._scale(num), given

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fashionrec import __version__
 from fashionrec import spark as sk
 from fashionrec.data import schema
-from fashionrec.data.ingest import DATASET_FORMAT, file_digest
+from fashionrec.data.ingest import DATASET_FORMAT, FLOAT_ID, file_digest
 from fashionrec.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -66,6 +66,17 @@ def _text(name: str) -> Column:
 
     value = F.trim(F.col(name).cast("string"))
     return F.when(value == "", None).otherwise(value)
+
+
+def _id(df: DataFrame, name: str) -> Column:
+    """An id as `fashionrec.data.ingest` reads it: stripped text, empty -> null, and integer ids
+    written by a float column (a double, or text like 13085.0) without the '.0'."""
+    from pyspark.sql import functions as F
+
+    value = _text(name)
+    if dict(df.dtypes)[name] in ("double", "float"):
+        value = F.trim(F.col(name).cast("long").cast("string"))
+    return F.regexp_replace(value, FLOAT_ID, "$1")
 
 
 def pad_hm_ids(expr: Column, width: int = schema.HM_ARTICLE_ID_WIDTH) -> Column:
@@ -116,7 +127,7 @@ def _articles(
     from pyspark.sql import functions as F
 
     df = _read(spark, path, sep, "articles", whole=True)
-    raw = _text("article_id")
+    raw = _id(df, "article_id")
     padded = pad_hm_ids(raw)
     ints = [c for c in df.columns if c in schema.ARTICLE_INT_COLUMNS]
     bad_int = {c: _text(c).isNotNull() & _text(c).try_cast("long").isNull() for c in ints}
@@ -170,7 +181,7 @@ def _customers(spark: SparkSession, path: str, sep: str) -> tuple[DataFrame, int
     from pyspark.sql import functions as F
 
     df = _read(spark, path, sep, "customers", whole=True)
-    customer_id = _text("customer_id")
+    customer_id = _id(df, "customer_id")
     floats = [c for c in df.columns if c in schema.CUSTOMER_FLOAT_COLUMNS]
 
     def number(col: str) -> Column:
@@ -221,8 +232,8 @@ def _transactions(
     )
     if dict(df.dtypes)["t_dat"] in ("date", "timestamp", "timestamp_ntz"):
         t_dat = F.col("t_dat").cast("date")
-    article_id = pad_hm_ids(_text("article_id")) if hm_ids else _text("article_id")
-    exprs = [F.col("_row"), t_dat.alias("t_dat"), _text("customer_id").alias("customer_id"),
+    article_id = pad_hm_ids(_id(df, "article_id")) if hm_ids else _id(df, "article_id")
+    exprs = [F.col("_row"), t_dat.alias("t_dat"), _id(df, "customer_id").alias("customer_id"),
              article_id.alias("article_id")]  # fmt: skip
     checks = [
         ("t_dat", F.col("t_dat").isNull(), "t_dat is not a date (YYYY-MM-DD)"),
