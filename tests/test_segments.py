@@ -300,10 +300,14 @@ def test_knee_is_the_bend() -> None:
 
 
 def test_elbow_writes_json_and_png(two_groups: Dataset, tmp_path: Path) -> None:
+    # two distinct attribute rows (age band, club status, news): k = 3 and 4 repeat k = 2
     result = elbow(two_groups, [1, 2, 3, 4], tmp_path / "out", seed=0)
     assert result["k"] == [1, 2, 3, 4] and result["source"] == "customers"
-    assert result["cost"][0] > result["cost"][1] >= result["cost"][-1]
-    assert result["suggested_k"] == 2  # two groups: the cost drops to ~0 at k = 2
+    assert result["cost"][0] > result["cost"][1] == result["cost"][-1] == 0.0
+    assert result["suggested_k"] == 2  # two groups: the cost drops to 0 at k = 2
+    with pytest.raises(ConfigError, match="2 distinct attribute rows, fewer than any k"):
+        elbow(two_groups, [3, 4], tmp_path / "none", seed=0)
+    assert not (tmp_path / "none").exists()
     saved = json.loads((tmp_path / "out" / "elbow.json").read_text())
     assert saved == result
     assert (tmp_path / "out" / "elbow.png").read_bytes()[:4] == b"\x89PNG"

@@ -757,6 +757,16 @@ def elbow(
     codes, num = model._encode_fit(attrs)
     sample = model._sample(attrs.has)
     n = max(len(sample), 1)
+    rows = np.concatenate([num[sample], codes[sample].astype(np.float64)], axis=1)
+    distinct = len(np.unique(rows, axis=0))
+    if ks[0] > distinct:
+        raise ConfigError(
+            f"elbow: the customers have {distinct} distinct attribute rows, fewer than any k "
+            f"({ks[0]}..{ks[-1]}); give a k of at most {distinct}"
+        )
+    if ks[-1] > distinct:  # every distinct row its own mode: the clustering of k = distinct
+        log.warning("elbow: k above the %d distinct attribute rows repeat k = %d (cost 0): %s",
+                    distinct, distinct, ", ".join(str(k) for k in ks if k > distinct))  # fmt: skip
     costs = []
     for k in ks:
         cost = cluster(
