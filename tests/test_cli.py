@@ -294,6 +294,18 @@ def test_generate_then_ingest(tmp_path: Path) -> None:
     assert data.n_users == info["rows"]["customers"]
 
 
+def test_generate_refuses_articles_that_ingest_would_refuse(tmp_path: Path) -> None:
+    articles = tmp_path / "articles.csv"
+    articles.write_text(
+        "article_id,product_code,department_no,index_name\n"
+        "0108775015,0108775,1676,Ladieswear\n0108775015,0108775,1676,Ladieswear\n"
+    )
+    err = fail("generate", "--scale", "0.0001", "--articles", str(articles),
+               "--out", str(tmp_path / "gen"))  # fmt: skip
+    assert "duplicate article_id '0108775015' (first at row 1)" in err and "row 2" in err
+    assert not (tmp_path / "gen").exists()
+
+
 def test_experiment_ablation_on_a_sequence_file(tmp_path: Path) -> None:
     # 30 customers walking the same cycle 1->2->3->4->5: in the true order the last article
     # says the next one, so every customer's held-out article is predicted; shuffled, it is not

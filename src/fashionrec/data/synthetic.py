@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from fashionrec.atomic import check_own_directory, write_text
 from fashionrec.data import schema
-from fashionrec.data.ingest import find_table
+from fashionrec.data.ingest import find_table, read_articles
 from fashionrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -395,10 +395,12 @@ def _scan_table(path: Path) -> pl.LazyFrame:
 
 
 def load_articles_table(path: Path) -> pl.DataFrame:
-    """The real articles table (CSV, CSV.gz or parquet) as text columns, checked for the fields
-    the generator needs (unlike `ingest.read_articles`, no ids are mapped or validated)."""
+    """The real articles table (CSV, CSV.gz or parquet) as text columns, as it is in the file:
+    first checked as `ingest` will check it (so that the generated tables ingest), and for the
+    fields the generator needs."""
     if not path.is_file():
         raise DataError("not a file" if path.exists() else "file does not exist", file=path)
+    read_articles(path, ",", "auto")
     frame = _scan_table(path).collect()
     need = ("article_id", "product_code", "department_no", "index_name")
     for column in need:
