@@ -177,6 +177,25 @@ def test_integer_ids_written_by_a_float_column(tmp_path: Path) -> None:
     assert ds.transactions["item"].to_list() == [0, 1, 0]
 
 
+def test_nested_parquet_columns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An extra list column is left out with a warning; a list in an H&M column is an error."""
+    src = tmp_path / "src"
+    src.mkdir()
+    pl.DataFrame({"article_id": ["A1", "A2"], "tags": [["x"], ["y", "z"]]}).write_parquet(
+        src / "articles.parquet"
+    )
+    tx = {"t_dat": ["2024-01-01"], "customer_id": ["c1"], "article_id": ["A2"]}
+    pl.DataFrame(tx).write_parquet(src / "transactions_train.parquet")
+    ingest(src, tmp_path / "ds")
+    ds = Dataset.load(tmp_path / "ds")
+    assert "tags" not in ds.articles.columns and ds.transactions["item"].to_list() == [1]
+    assert "left out the nested columns tags" in caplog.text
+    pl.DataFrame({**tx, "article_id": [["A2"]]}).write_parquet(src / "transactions_train.parquet")
+    expect_error(src, tmp_path / "bad", file="transactions_train.parquet", column="article_id",
+                 match="nested type List")  # fmt: skip
+    assert not (tmp_path / "bad").exists()
+
+
 def test_unknown_articles_are_dropped_and_counted(tmp_path: Path) -> None:
     rows = [*GOOD_TX, ("2024-01-04", "c3", "ZZ"), ("2024-01-05", "c3", "ZZ")]
     src = write_tables(tmp_path / "src", rows, ["A1", "A2"])

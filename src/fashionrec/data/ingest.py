@@ -149,7 +149,30 @@ def open_source(path: Path, table: str, sep: str) -> tuple[Source, pl.LazyFrame,
                 column=col,
                 row=0,
             )
+    if not source.is_csv:
+        lf, columns = _flat_columns(source, lf, columns)
     return source, lf, columns
+
+
+def _flat_columns(
+    source: Source, lf: pl.LazyFrame, columns: list[str]
+) -> tuple[pl.LazyFrame, list[str]]:
+    """A parquet table without nested columns (lists, structs, arrays): an H&M column of such a
+    type is an error, any other is left out with a warning (the dataset keeps flat columns)."""
+    types = lf.collect_schema()
+    nested = [c for c in columns if types[c].is_nested() or types[c] == pl.Object]
+    for col in nested:
+        if col in schema.EXPECTED_COLUMNS[source.table]:
+            raise DataError(
+                f"has the nested type {types[col]}; expected text, numbers or dates",
+                file=source.path,
+                column=col,
+            )
+    if nested:
+        log.warning("%s: left out the nested columns %s (lists and structs are not read)",
+                    source.path, ", ".join(nested))  # fmt: skip
+        lf = lf.drop(nested)
+    return lf, [c for c in columns if c not in nested]
 
 
 def _raw_value(source: Source, column: str, row: int) -> str:
