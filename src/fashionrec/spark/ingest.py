@@ -79,6 +79,15 @@ def _id(df: DataFrame, name: str) -> Column:
     return F.regexp_replace(value, FLOAT_ID, "$1")
 
 
+def _id_checks(column: str, expr: Column) -> list[tuple[str, Column, str]]:
+    """The checks of `fashionrec.data.ingest._id_checks`: UTF-8 text (bytes that are not were
+    read as U+FFFD), and no whitespace in article ids."""
+    checks = [(column, expr.contains("\ufffd"), f"{column} is not UTF-8 text")]
+    if column == "article_id":
+        checks.append((column, expr.rlike(r"\s"), "article_id contains whitespace"))
+    return checks
+
+
 def pad_hm_ids(expr: Column, width: int = schema.HM_ARTICLE_ID_WIDTH) -> Column:
     """Zero-pad all-digit ids to `width` (as `fashionrec.data.ingest.pad_hm_ids`)."""
     from pyspark.sql import functions as F
@@ -131,7 +140,7 @@ def _articles(
     padded = pad_hm_ids(raw)
     ints = [c for c in df.columns if c in schema.ARTICLE_INT_COLUMNS]
     bad_int = {c: _text(c).isNotNull() & _text(c).try_cast("long").isNull() for c in ints}
-    checks = [("article_id", raw.isNull(), "article_id is empty")]
+    checks = [("article_id", raw.isNull(), "article_id is empty"), *_id_checks("article_id", raw)]
     checks += [(c, bad_int[c], f"{c} is not an integer") for c in ints]
     stats = df.agg(
         F.count("*").alias("rows"),
@@ -188,7 +197,8 @@ def _customers(spark: SparkSession, path: str, sep: str) -> tuple[DataFrame, int
         value = _text(col).try_cast("double")
         return F.when(F.isnan(value), None).otherwise(value)
 
-    checks = [("customer_id", customer_id.isNull(), "customer_id is empty")]
+    checks = [("customer_id", customer_id.isNull(), "customer_id is empty"),
+              *_id_checks("customer_id", customer_id)]  # fmt: skip
     checks += [
         (c, (_text(c).isNotNull() & number(c).isNull()) | (number(c) < 0),
          f"{c} is not a non-negative number")
@@ -235,10 +245,14 @@ def _transactions(
     article_id = pad_hm_ids(_id(df, "article_id")) if hm_ids else _id(df, "article_id")
     exprs = [F.col("_row"), t_dat.alias("t_dat"), _id(df, "customer_id").alias("customer_id"),
              article_id.alias("article_id")]  # fmt: skip
+    year = F.year(F.col("t_dat"))
     checks = [
         ("t_dat", F.col("t_dat").isNull(), "t_dat is not a date (YYYY-MM-DD)"),
+        ("t_dat", (year < 1970) | (year > 2100), "t_dat is not a date between 1970 and 2100"),
         ("customer_id", F.col("customer_id").isNull(), "customer_id is empty"),
         ("article_id", F.col("article_id").isNull(), "article_id is empty"),
+        *_id_checks("customer_id", F.col("customer_id")),
+        *_id_checks("article_id", F.col("article_id")),
     ]
     optional = [c for c in schema.TRANSACTION_TYPES if c in df.columns]
     types = {"price": "double", "sales_channel_id": "tinyint"}
