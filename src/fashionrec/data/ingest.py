@@ -377,15 +377,16 @@ def stage_transactions(path: Path, sep: str, hm_ids: bool, stage: Path) -> tuple
     customer_id = _id_expr(lf, "customer_id", False, 0)
     article_id = _id_expr(lf, "article_id", hm_ids, schema.HM_ARTICLE_ID_WIDTH)
     exprs = [pl.col("_row"), t_dat, customer_id, article_id]
+    first, last = schema.T_DAT_YEARS
     flags = [
         t_dat.is_null().alias("_bad_t_dat"),
-        (~t_dat.dt.year().is_between(1970, 2100)).alias("_odd_t_dat"),
+        (~t_dat.dt.year().is_between(first, last)).alias("_odd_t_dat"),
         customer_id.is_null().alias("_null_customer_id"),
         article_id.is_null().alias("_null_article_id"),
     ]
     checks = [
         Check("t_dat", "_bad_t_dat", "t_dat is not a date (YYYY-MM-DD)"),
-        Check("t_dat", "_odd_t_dat", "t_dat is not a date between 1970 and 2100"),
+        Check("t_dat", "_odd_t_dat", f"t_dat is not a date between {first} and {last}"),
         Check("customer_id", "_null_customer_id", "customer_id is empty"),
         Check("article_id", "_null_article_id", "article_id is empty"),
     ]

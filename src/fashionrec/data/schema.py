@@ -13,6 +13,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "customers": ("customer_id",),
 }
 
+# The years a t_dat may have: outside them a date is a typo (9999-12-31) that breaks every window.
+T_DAT_YEARS = (1970, 2100)
+
 # Optional columns with a non-string type; every other column is kept as a string.
 TRANSACTION_TYPES: dict[str, pl.DataType] = {"price": pl.Float64(), "sales_channel_id": pl.Int8()}
 

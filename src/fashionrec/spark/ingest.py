@@ -245,10 +245,10 @@ def _transactions(
     article_id = pad_hm_ids(_id(df, "article_id")) if hm_ids else _id(df, "article_id")
     exprs = [F.col("_row"), t_dat.alias("t_dat"), _id(df, "customer_id").alias("customer_id"),
              article_id.alias("article_id")]  # fmt: skip
-    year = F.year(F.col("t_dat"))
+    year, (first, last) = F.year(F.col("t_dat")), schema.T_DAT_YEARS
     checks = [
         ("t_dat", F.col("t_dat").isNull(), "t_dat is not a date (YYYY-MM-DD)"),
-        ("t_dat", (year < 1970) | (year > 2100), "t_dat is not a date between 1970 and 2100"),
+        ("t_dat", ~year.between(first, last), f"t_dat is not a date between {first} and {last}"),
         ("customer_id", F.col("customer_id").isNull(), "customer_id is empty"),
         ("article_id", F.col("article_id").isNull(), "article_id is empty"),
         *_id_checks("customer_id", F.col("customer_id")),
