@@ -20,7 +20,7 @@ import typer
 from fashionrec import __version__, tracking
 from fashionrec.atomic import check_output, replace_with, write_text
 from fashionrec.errors import ConfigError, FashionrecError
-from fashionrec.params import parse_params
+from fashionrec.params import MAX_DAYS, parse_params
 
 app = typer.Typer(
     add_completion=False,
@@ -332,7 +332,7 @@ def score(
     file: Annotated[Path, typer.Argument(help="Submission CSV: customer_id,prediction.")],
     dataset: Annotated[Path, typer.Option(help="Dataset directory with the test period.")],
     split: Annotated[str, typer.Option(help="week, leave-last-out or time-fraction.")] = "week",
-    test_days: Annotated[int, typer.Option(min=1, max=36_500)] = 7,
+    test_days: Annotated[int, typer.Option(min=1, max=MAX_DAYS)] = 7,
     k: Annotated[int, typer.Option(min=1, max=1000)] = 12,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
 ) -> None:
@@ -361,7 +361,7 @@ def evaluate(
     "repurchase",
     split: Annotated[str, typer.Option(help="week, leave-last-out or time-fraction.")] = "week",
     test_days: Annotated[
-        int, typer.Option(min=1, max=36_500, help="Test period of the week split.")
+        int, typer.Option(min=1, max=MAX_DAYS, help="Test period of the week split.")
     ] = 7,
     folds: Annotated[int, typer.Option(min=1, help="Rolling backtest windows (week split).")] = 1,
     fraction: Annotated[
@@ -444,7 +444,7 @@ def report(
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popular,decay,"
     "repurchase",
     test_days: Annotated[
-        int, typer.Option(min=1, max=36_500, help="Test period (the week split).")
+        int, typer.Option(min=1, max=MAX_DAYS, help="Test period (the week split).")
     ] = 7,
     k: Annotated[int, typer.Option(min=1, max=100)] = 12,
     k_range: Annotated[str, typer.Option(help="Segment counts for the elbow.")] = "2..8",

@@ -10,6 +10,9 @@ from typing import Any
 
 from fashionrec.errors import ConfigError
 
+MAX_DAYS = 36_500  # the most days of any period: a hundred years; more is a typo, and overflows
+# date arithmetic (day parameters of the models, the CLI's --test-days)
+
 
 def parse_value(text: str) -> Any:
     """A parameter value: JSON (numbers, true/false, null) or else the plain string."""

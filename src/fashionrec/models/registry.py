@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fashionrec.errors import ConfigError
+from fashionrec.params import MAX_DAYS
 
 MODELS: dict[str, str] = {
     "popular": "fashionrec.models.popular:Popular",
@@ -97,9 +98,6 @@ AT_LEAST_ONE = frozenset(
         "valid_k",
     ]
 )
-
-
-MAX_DAYS = 36_500  # a hundred years: more is a typo, and overflows date arithmetic
 
 
 def bounded(where: str, key: str, value: Any) -> Any:
